@@ -1,0 +1,82 @@
+// Helpers shared by the test suites: commands, ports, a daemon under test.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cascade::test {
+
+struct CommandResult {
+    int exit_code = -1;  // 128+signal when killed (e.g. by the timeout)
+    std::string out;
+    std::string err;
+};
+
+// Runs argv (PATH lookup), capturing stdout/stderr; kills it after `timeout`.
+CommandResult run(const std::vector<std::string>& argv,
+                  std::chrono::seconds timeout = std::chrono::seconds(120),
+                  const std::map<std::string, std::string>& extra_env = {},
+                  const std::string& stdin_data = {});
+
+// True when `program` is found on PATH.
+bool have_program(const std::string& program);
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read, close).
+// Ports handed out by one process never repeat.
+uint16_t free_port();
+
+// The built cascade binary and the source tree.
+std::string cascade_binary();
+std::filesystem::path source_dir();
+
+// Polls `fn` every 50 ms until it returns true or `timeout` passes.
+bool eventually(const std::function<bool()>& fn, std::chrono::milliseconds timeout);
+
+// A plain HTTP GET to http://127.0.0.1:port/path with a Host header; returns
+// status and body, or nullopt when the connection failed.
+struct HttpResponse {
+    int status = 0;
+    std::string body;
+};
+std::optional<HttpResponse> http_get(
+    uint16_t port, const std::string& path = "/", const std::string& host = "127.0.0.1",
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
+
+// `cascade serve --root <root> --listen 127.0.0.1:<port>` in the background.
+// The destructor stops it (SIGTERM, then SIGKILL after 20 s) and waits.
+class Daemon {
+  public:
+    explicit Daemon(std::filesystem::path root, uint16_t port = 0);
+    ~Daemon();
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+
+    uint16_t port() const { return port_; }
+    std::string host() const;     // "http://127.0.0.1:<port>"
+    std::string address() const;  // "127.0.0.1:<port>"
+    const std::filesystem::path& root() const { return root_; }
+    // Runs `cascade --host <host> args…`.
+    CommandResult cli(const std::vector<std::string>& args,
+                      std::chrono::seconds timeout = std::chrono::seconds(300));
+    void kill_hard();  // SIGKILL, for crash tests
+    void start();      // (re)starts after kill_hard
+    int pid() const { return pid_; }
+
+  private:
+    std::filesystem::path root_;
+    uint16_t port_;
+    int pid_ = -1;
+    std::string log_path_;
+};
+
+// Removes every runc container whose state lives under `runc_root`, and
+// unmounts every mount point under `dir`. For test teardown.
+void cleanup_state_root(const std::filesystem::path& dir);
+
+}  // namespace cascade::test
