@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 extern char** environ;
@@ -105,21 +106,26 @@ bool have_program(const std::string& program) {
 }
 
 uint16_t free_port() {
-    static std::atomic<uint16_t> next{0};
-    for (int attempt = 0; attempt < 200; attempt++) {
+    // Each process walks its own slice of 20000-59999 so parallel test
+    // binaries rarely collide; the probe uses SO_REUSEADDR like the servers
+    // under test, so ports in TIME_WAIT count as free.
+    static std::atomic<uint32_t> next{0};
+    const uint32_t slice = 400;
+    const uint32_t base = 20000 + (static_cast<uint32_t>(getpid()) % 100) * slice;
+    for (uint32_t attempt = 0; attempt < slice; attempt++) {
+        uint16_t candidate = static_cast<uint16_t>(base + (next++ % slice));
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         sockaddr_in addr{};
         addr.sin_family = AF_INET;
         addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        // Spread processes apart so parallel test binaries rarely collide.
-        uint16_t base = 20000 + (getpid() % 200) * 100;
-        uint16_t candidate = base + (next++ % 100);
         addr.sin_port = htons(candidate);
         int ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
         close(fd);
         if (ok == 0) return candidate;
     }
-    return 0;
+    throw std::runtime_error("free_port: no free port in this process's range");
 }
 
 std::string cascade_binary() {
