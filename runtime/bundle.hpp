@@ -1,0 +1,66 @@
+// runc bundles: the OCI runtime spec (config.json) generated from an image
+// config plus what the caller asks for.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "oci/image.hpp"
+
+namespace cascade::runtime {
+
+enum class NetworkMode {
+    Own,   // a new network namespace with only loopback
+    Host,  // the host's network namespace
+    None,  // a new namespace, same as Own (no interfaces but lo)
+};
+
+struct ProcessUser {
+    uint32_t uid = 0, gid = 0;
+    std::vector<uint32_t> additional_gids;
+};
+
+// Resolves an image USER ("name", "uid", "name:group", "uid:gid") against the
+// rootfs's /etc/passwd and /etc/group, reading them inside `rootfs` (a symlink
+// cannot point the lookup outside it). Throws naming the user when unknown.
+ProcessUser resolve_user(const std::filesystem::path& rootfs, const std::string& user);
+
+struct BundleOptions {
+    std::vector<std::string> args;  // the full argv
+    std::vector<std::string> env;   // "K=V"
+    std::string cwd = "/";
+    std::string user;  // image USER syntax; resolved via resolve_user
+    std::string hostname = "cascade";
+    NetworkMode network = NetworkMode::Own;
+    bool readonly_rootfs = false;
+    // Extra bind mounts: host path → container path (read-only when flagged).
+    struct Bind {
+        std::filesystem::path source;
+        std::string destination;
+        bool readonly = false;
+    };
+    std::vector<Bind> binds;
+    // Host files bound in as /etc/resolv.conf and /etc/hosts (when set).
+    std::optional<std::filesystem::path> resolv_conf, hosts;
+};
+
+// The argv, env and cwd the image's config implies (Entrypoint + Cmd, Env,
+// WorkingDir, User), with `override_args` replacing Cmd when non-empty.
+BundleOptions options_from_image(const oci::ContainerConfig& config,
+                                 const std::vector<std::string>& override_args = {});
+
+// The runtime spec for a rootfs at `<bundle>/rootfs`: namespaces (pid, ipc,
+// uts, mount, network unless host), the default mounts (/proc, /dev, /dev/pts,
+// /dev/shm, /dev/mqueue, /sys), a Docker-like capability set, no_new_privs,
+// masked and read-only kernel paths.
+nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs, const BundleOptions& options);
+
+// Writes config.json into `bundle_dir` (atomically).
+void write_bundle_config(const std::filesystem::path& bundle_dir, const nlohmann::json& spec);
+
+}  // namespace cascade::runtime

@@ -1,0 +1,333 @@
+#include "runtime/runc.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "oci/error.hpp"
+#include "oci/fs.hpp"
+
+extern char** environ;
+
+namespace cascade::runtime {
+
+namespace {
+
+std::string join_args(const std::vector<std::string>& args) {
+    std::string out;
+    for (const auto& a : args) {
+        if (!out.empty()) out += ' ';
+        out += a;
+    }
+    return out;
+}
+
+fs::Fd dup_above_stdio(int fd, const char* what) {
+    int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (d < 0) throw sys_error(std::string("dup ") + what + " fd", std::to_string(fd), errno);
+    return fs::Fd(d);
+}
+
+// Starts argv[0] (PATH lookup) with stdin from /dev/null, stdout/stderr on the
+// given fds and no other fd open. Returns the pid.
+pid_t spawn(const std::vector<std::string>& argv, int stdout_fd, int stderr_fd) {
+    // Dup the targets above 2 first so that dup2 onto 1 cannot clobber the
+    // source of 2 (e.g. stdout_fd == 2, stderr_fd == 1).
+    fs::Fd out = dup_above_stdio(stdout_fd, "stdout");
+    fs::Fd err = dup_above_stdio(stderr_fd, "stderr");
+
+    posix_spawn_file_actions_t actions;
+    if (int rc = posix_spawn_file_actions_init(&actions); rc != 0)
+        throw sys_error("posix_spawn_file_actions_init", "", rc);
+    struct ActionsGuard {
+        posix_spawn_file_actions_t* a;
+        ~ActionsGuard() { posix_spawn_file_actions_destroy(a); }
+    } actions_guard{&actions};
+    int rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, out.get(), 1);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, err.get(), 2);
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    if (rc != 0) throw sys_error("posix_spawn file actions for", argv[0], rc);
+
+    posix_spawnattr_t attr;
+    if (int r = posix_spawnattr_init(&attr); r != 0) throw sys_error("posix_spawnattr_init", "", r);
+    struct AttrGuard {
+        posix_spawnattr_t* a;
+        ~AttrGuard() { posix_spawnattr_destroy(a); }
+    } attr_guard{&attr};
+    // The child starts with default signal dispositions and an empty mask, so
+    // a daemon that blocks or ignores signals does not pass that on to runc.
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+    std::vector<char*> cargv;
+    for (const auto& a : argv)
+        cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    pid_t pid = -1;
+    rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
+    if (rc != 0)
+        throw sys_error("start " + argv[0] + " (set CASCADE_RUNC to the runc binary's path)", "",
+                        rc);
+    return pid;
+}
+
+// Waits for `pid`; returns its exit code, 128+signal when killed.
+int wait_exit(pid_t pid, const std::string& what) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) throw sys_error("waitpid for", what, errno);
+    }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+}
+
+struct Captured {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+// Runs argv with stdout and stderr captured through pipes.
+Captured run_capture(const std::vector<std::string>& argv) {
+    int out_pipe[2], err_pipe[2];
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw sys_error("pipe", "", errno);
+    fs::Fd out_r(out_pipe[0]), out_w(out_pipe[1]);
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw sys_error("pipe", "", errno);
+    fs::Fd err_r(err_pipe[0]), err_w(err_pipe[1]);
+
+    pid_t pid = spawn(argv, out_w.get(), err_w.get());
+    out_w.reset();
+    err_w.reset();
+
+    Captured result;
+    pollfd fds[2] = {{out_r.get(), POLLIN, 0}, {err_r.get(), POLLIN, 0}};
+    std::string* sinks[2] = {&result.out, &result.err};
+    int open_count = 2;
+    char buf[8192];
+    while (open_count > 0) {
+        int n = ::poll(fds, 2, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            ::kill(pid, SIGKILL);
+            wait_exit(pid, argv[0]);
+            throw sys_error("poll output of", join_args(argv), e);
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+            ssize_t r = ::read(fds[i].fd, buf, sizeof buf);
+            if (r > 0) {
+                sinks[i]->append(buf, static_cast<size_t>(r));
+            } else if (r == 0 || errno != EINTR) {
+                fds[i].fd = -1;
+                open_count--;
+            }
+        }
+    }
+    result.exit_code = wait_exit(pid, join_args(argv));
+    return result;
+}
+
+std::string trim(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r'))
+        s.pop_back();
+    return s;
+}
+
+bool says_not_exist(const std::string& err) {
+    return err.find("does not exist") != std::string::npos ||
+           err.find("not found") != std::string::npos;
+}
+
+RuncState state_from_json(const nlohmann::json& j) {
+    RuncState s;
+    s.id = j.value("id", "");
+    s.pid = j.value("pid", 0);
+    s.status = j.value("status", "");
+    s.bundle = j.value("bundle", "");
+    return s;
+}
+
+// A scratch directory for one runc invocation's --log and --pid-file, so its
+// own error messages can be told apart from the container's output.
+class RuncScratch {
+  public:
+    RuncScratch() : dir_({}, "cascade-runc-") {}
+    std::filesystem::path log() const { return dir_.path() / "runc.log"; }
+    std::filesystem::path pid_file() const { return dir_.path() / "pid"; }
+
+    // The messages runc logged at error level (its JSON log), joined.
+    std::string errors() const {
+        std::string text;
+        try {
+            text = fs::read_file(log());
+        } catch (const Error&) {
+            return {};
+        }
+        std::string out;
+        std::istringstream lines(text);
+        std::string line;
+        while (std::getline(lines, line)) {
+            auto j = nlohmann::json::parse(line, nullptr, false);
+            if (j.is_discarded() || !j.is_object()) continue;
+            auto level = j.value("level", "");
+            if (level != "error" && level != "fatal" && level != "panic") continue;
+            if (!out.empty()) out += "; ";
+            out += j.value("msg", "");
+        }
+        return out;
+    }
+
+  private:
+    fs::TempDir dir_;
+};
+
+}  // namespace
+
+Runc::Runc(std::filesystem::path state_root, std::string binary)
+    : state_root_(std::filesystem::absolute(state_root).lexically_normal()),
+      binary_(std::move(binary)) {
+    if (binary_.empty()) {
+        const char* env = std::getenv("CASCADE_RUNC");
+        binary_ = env && *env ? env : "runc";
+    }
+}
+
+std::vector<std::string> Runc::base_args() const {
+    return {binary_, "--root", state_root_.string()};
+}
+
+int Runc::run(const std::string& id, const std::filesystem::path& bundle, int stdout_fd,
+              int stderr_fd) {
+    RuncScratch scratch;
+    auto argv = base_args();
+    argv.insert(argv.end(), {"--log", scratch.log().string(), "--log-format", "json", "run",
+                             "--bundle", bundle.string(), id});
+    pid_t pid = spawn(argv, stdout_fd, stderr_fd);
+    int code = wait_exit(pid, "runc run " + id);
+    if (code != 0) {
+        auto errors = scratch.errors();
+        if (!errors.empty())
+            throw Error("runc run " + id + " (bundle " + bundle.string() + ") failed: " + errors);
+    }
+    return code;
+}
+
+int Runc::run_detached(const std::string& id, const std::filesystem::path& bundle, int log_fd) {
+    RuncScratch scratch;
+    auto argv = base_args();
+    argv.insert(argv.end(),
+                {"--log", scratch.log().string(), "--log-format", "json", "run", "--detach",
+                 "--pid-file", scratch.pid_file().string(), "--bundle", bundle.string(), id});
+    // runc's stdout/stderr are the log: with --detach and no terminal the
+    // container's init inherits them directly (pass-through), so its output
+    // goes on reaching the log after runc exits.
+    pid_t pid = spawn(argv, log_fd, log_fd);
+    int code = wait_exit(pid, "runc run --detach " + id);
+    if (code != 0) {
+        auto errors = scratch.errors();
+        throw Error("runc run --detach " + id + " (bundle " + bundle.string() + ") exited with " +
+                    std::to_string(code) + ": " +
+                    (errors.empty() ? "see the container log" : errors));
+    }
+    std::string pid_text;
+    try {
+        pid_text = trim(fs::read_file(scratch.pid_file()));
+    } catch (const Error&) {
+    }
+    if (!pid_text.empty()) {
+        try {
+            return std::stoi(pid_text);
+        } catch (const std::exception&) {
+        }
+    }
+    auto st = state(id);
+    if (!st || st->pid <= 0)
+        throw Error("runc run --detach " + id + " reported no init pid (state " +
+                    (st ? st->status : std::string("missing")) + ")");
+    return st->pid;
+}
+
+void Runc::kill(const std::string& id, int signal, bool all) {
+    auto argv = base_args();
+    argv.push_back("kill");
+    if (all) argv.push_back("--all");
+    argv.push_back(id);
+    argv.push_back(std::to_string(signal));
+    auto r = run_capture(argv);
+    if (r.exit_code != 0)
+        throw Error("runc kill " + id + " " + std::to_string(signal) + " (root " +
+                    state_root_.string() + "): " + trim(r.err));
+}
+
+void Runc::remove(const std::string& id, bool force) {
+    auto argv = base_args();
+    argv.push_back("delete");
+    if (force) argv.push_back("--force");
+    argv.push_back(id);
+    auto r = run_capture(argv);
+    if (r.exit_code != 0 && !says_not_exist(r.err))
+        throw Error("runc delete " + id + " (root " + state_root_.string() + "): " + trim(r.err));
+}
+
+std::optional<RuncState> Runc::state(const std::string& id) {
+    auto argv = base_args();
+    argv.insert(argv.end(), {"state", id});
+    auto r = run_capture(argv);
+    if (r.exit_code != 0) {
+        if (says_not_exist(r.err)) return std::nullopt;
+        throw Error("runc state " + id + " (root " + state_root_.string() + "): " + trim(r.err));
+    }
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+        throw Error("runc state " + id + " printed no JSON object: " + trim(r.out));
+    return state_from_json(j);
+}
+
+std::vector<RuncState> Runc::list() {
+    auto argv = base_args();
+    argv.insert(argv.end(), {"list", "--format", "json"});
+    auto r = run_capture(argv);
+    if (r.exit_code != 0)
+        throw Error("runc list (root " + state_root_.string() + "): " + trim(r.err));
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    if (j.is_discarded()) throw Error("runc list printed no JSON: " + trim(r.out));
+    std::vector<RuncState> out;
+    if (j.is_array())
+        for (const auto& c : j)
+            if (c.is_object()) out.push_back(state_from_json(c));
+    return out;
+}
+
+int Runc::exec(const std::string& id, const std::vector<std::string>& args, int stdout_fd,
+               int stderr_fd) {
+    if (args.empty()) throw Error("runc exec " + id + ": no command given");
+    RuncScratch scratch;
+    auto argv = base_args();
+    argv.insert(argv.end(), {"--log", scratch.log().string(), "--log-format", "json", "exec", id});
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_t pid = spawn(argv, stdout_fd, stderr_fd);
+    int code = wait_exit(pid, "runc exec " + id);
+    if (code != 0) {
+        auto errors = scratch.errors();
+        if (!errors.empty()) throw Error("runc exec " + id + " " + join_args(args) + ": " + errors);
+    }
+    return code;
+}
+
+}  // namespace cascade::runtime
