@@ -208,7 +208,8 @@ ProcessUser resolve_user(const std::filesystem::path& rootfs, const std::string&
     const auto group_path = (rootfs / "etc/group").string();
 
     auto numeric_uid = parse_id(user_part);
-    auto numeric_gid = has_group ? parse_id(group_part) : std::nullopt;
+    std::optional<uint32_t> numeric_gid;
+    if (has_group) numeric_gid = parse_id(group_part);
     // Numeric users with a numeric group need no account files at all.
     bool need_passwd = !user_part.empty();
     bool need_group = (has_group && !numeric_gid) || need_passwd;
@@ -229,7 +230,7 @@ ProcessUser resolve_user(const std::filesystem::path& rootfs, const std::string&
         if (!entry && !numeric_uid)
             throw Error("user \"" + user_part + "\" (image USER \"" + user + "\") not found in " +
                         passwd_path + "; add the user to the image or use a numeric uid");
-        out.uid = entry ? entry->uid : *numeric_uid;
+        out.uid = entry ? entry->uid : numeric_uid.value_or(0);
         out.gid = entry ? entry->gid : 0;
     } else if (!has_group) {
         throw Error("invalid user \"" + user + "\": expected name, uid, name:group or uid:gid");
@@ -238,7 +239,7 @@ ProcessUser resolve_user(const std::filesystem::path& rootfs, const std::string&
     if (has_group) {
         if (group_part.empty()) throw Error("invalid user \"" + user + "\": empty group after ':'");
         if (numeric_gid) {
-            out.gid = *numeric_gid;
+            out.gid = numeric_gid.value_or(0);
         } else {
             auto it = std::find_if(groups.begin(), groups.end(),
                                    [&](const GroupEntry& g) { return g.name == group_part; });

@@ -115,6 +115,8 @@ bool mount_with_fsconfig(const std::vector<stdfs::path>& lowers_top_first, const
     for (const auto& lower : lowers_top_first)
         if (!set("lowerdir+", lower.string())) return false;
     if (!set("upperdir", upper.string()) || !set("workdir", work.string())) return false;
+    // Upper dirs become layers: no redirects or metacopy-only files in them.
+    if (!set("redirect_dir", "off") || !set("metacopy", "off")) return false;
     if (::fsconfig(fs_fd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
         failure = {errno, "create overlay for " + target.string()};
         std::string msg = fs_context_messages(fs_fd.get());
@@ -171,7 +173,7 @@ void mount_overlay_legacy(const std::vector<stdfs::path>& lowers_top_first,
             lower += escape_lower(base.empty() ? l.string() : l.lexically_relative(base).string());
         }
         return "lowerdir=" + lower + ",upperdir=" + escape_lower(upper.string()) +
-               ",workdir=" + escape_lower(work.string());
+               ",workdir=" + escape_lower(work.string()) + ",redirect_dir=off,metacopy=off";
     };
     std::string options = build({});
     if (options.size() <= kMaxMountOptions) return mount_with_options(options, {}, target);

@@ -1,0 +1,63 @@
+// The supervisor's persistent state in the metadata database: deployments
+// (spec, latest revision and its digest, phase), replicas (one row per
+// container, written before the container starts) and routes.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "oci/digest.hpp"
+#include "runtime/deployment.hpp"
+
+namespace cascade::registry {
+class Database;
+}
+
+namespace cascade::runtime {
+
+nlohmann::json to_json(const DeploymentSpec& spec);
+DeploymentSpec deployment_spec_from_json(const nlohmann::json& j);
+
+struct DeploymentRecord {
+    DeploymentSpec spec;
+    int revision = 0;
+    std::optional<oci::Digest> digest;
+    std::string phase;
+    std::string message;
+};
+
+struct ReplicaRecord {
+    std::string container_id;
+    std::string deployment;
+    int revision = 0;
+    oci::Digest image_digest;
+    int pid = 0;
+    std::string state;
+    int restarts = 0;
+    DeploymentSpec spec;  // the deployment's spec at this replica's revision
+};
+
+class DeploymentRecords {
+  public:
+    explicit DeploymentRecords(registry::Database& db);  // creates the tables
+
+    void save_deployment(const DeploymentRecord& d);
+    void delete_deployment(const std::string& name);
+    std::vector<DeploymentRecord> deployments();
+
+    void save_replica(const ReplicaRecord& r);
+    void delete_replica(const std::string& container_id);
+    std::vector<ReplicaRecord> replicas();
+
+    void save_route(const RouteSpec& r);
+    void delete_route(const std::string& name);
+    std::vector<RouteSpec> routes();
+
+  private:
+    registry::Database& db_;
+};
+
+}  // namespace cascade::runtime

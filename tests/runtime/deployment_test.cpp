@@ -1,0 +1,636 @@
+// Deployments with real runc containers, a real registry store and real HTTP
+// through the router: start, rolling replacement without failed requests,
+// restart of a killed replica, re-adoption after a controller restart, a
+// rollout whose new image never becomes ready, a deployment waiting for its
+// image. Plus the exit watcher and the persistence on their own.
+#include "runtime/deployment.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "oci/fs.hpp"
+#include "oci/image.hpp"
+#include "oci/layer.hpp"
+#include "oci/media_types.hpp"
+#include "registry/blob_store.hpp"
+#include "registry/database.hpp"
+#include "registry/store.hpp"
+#include "runtime/container.hpp"
+#include "runtime/deployment_records.hpp"
+#include "runtime/exit_watcher.hpp"
+#include "runtime/rootfs.hpp"
+#include "runtime/router.hpp"
+#include "runtime/runc.hpp"
+#include "tests/support/support.hpp"
+
+namespace cascade::runtime {
+namespace {
+
+namespace stdfs = std::filesystem;
+using namespace std::chrono_literals;
+
+const std::vector<std::string> kHttpd = {"/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"};
+const std::vector<std::string> kNeverListens = {"/bin/busybox", "sleep", "3600"};
+
+// An image of busybox with /www/index.html naming `version`, tagged in the store.
+oci::Digest push_image(registry::Store& store, const std::string& repo, const std::string& tag,
+                       const std::string& version, const std::vector<std::string>& cmd) {
+    fs::TempDir work;
+    auto rootfs = work.path() / "rootfs";
+    stdfs::create_directories(rootfs / "bin");
+    stdfs::create_directories(rootfs / "www");
+    stdfs::copy_file("/usr/bin/busybox", rootfs / "bin" / "busybox");
+    fs::write_file_atomic(rootfs / "www" / "index.html", "<p>" + version + "</p>\n");
+    oci::LayerWriteOptions options;
+    options.clamp_mtime = 0;
+    auto layer = oci::write_layer(rootfs, work.path() / "layer.tar.gz", options);
+    store.blobs().put_file(work.path() / "layer.tar.gz", layer.digest);
+
+    oci::ImageConfig config;
+    config.config.cmd = cmd;
+    config.config.env = {"PATH=/bin"};
+    config.config.labels["version"] = version;
+    config.config.exposed_ports = {"8080/tcp"};
+    config.diff_ids = {layer.diff_id};
+    auto config_blob = oci::Blob::of(std::string(oci::media::kImageConfig),
+                                     oci::to_json_bytes(oci::to_json(config)));
+    store.blobs().put(config_blob.bytes);
+
+    oci::Manifest manifest;
+    manifest.media_type = oci::media::kImageManifest;
+    manifest.config = config_blob.descriptor();
+    oci::Descriptor layer_desc;
+    layer_desc.media_type = layer.media_type;
+    layer_desc.digest = layer.digest;
+    layer_desc.size = layer.size;
+    manifest.layers.push_back(layer_desc);
+    return store.put_manifest(repo, oci::to_json_bytes(oci::to_json(manifest)),
+                              std::string(oci::media::kImageManifest), tag, "push");
+}
+
+std::vector<std::string> mounts_below(const stdfs::path& dir) {
+    std::vector<std::string> out;
+    std::ifstream in("/proc/self/mounts");
+    std::string line, prefix = stdfs::weakly_canonical(dir).string() + "/";
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string source, target;
+        fields >> source >> target;
+        if (target.rfind(prefix, 0) == 0) out.push_back(target);
+    }
+    return out;
+}
+
+std::optional<std::string> fetch(uint16_t port) {
+    auto r = test::http_get(port, "/", "127.0.0.1", 5s);
+    if (!r || r->status != 200) return std::nullopt;
+    return r->body;
+}
+
+// A client that requests the route in a loop (bounded) until stopped.
+class Poller {
+  public:
+    explicit Poller(uint16_t port) {
+        thread_ = std::thread([this, port] {
+            for (int i = 0; i < 200000 && !stop_; ++i) {
+                auto r = test::http_get(port, "/", "127.0.0.1", 10s);
+                std::lock_guard lock(mu_);
+                if (r && r->status == 200) {
+                    ++ok_;
+                    bodies_.insert(r->body);
+                } else {
+                    ++failed_;
+                    if (failures_.size() < 5)
+                        failures_.push_back(r ? "status " + std::to_string(r->status) + ": " +
+                                                    r->body
+                                              : "connection failed");
+                }
+            }
+        });
+    }
+    ~Poller() { stop(); }
+    void stop() {
+        stop_ = true;
+        if (thread_.joinable()) thread_.join();
+    }
+    int ok() const {
+        std::lock_guard lock(mu_);
+        return ok_;
+    }
+    int failed() const {
+        std::lock_guard lock(mu_);
+        return failed_;
+    }
+    std::string failures() const {
+        std::lock_guard lock(mu_);
+        std::string s;
+        for (auto& f : failures_)
+            s += f + "; ";
+        return s;
+    }
+    std::set<std::string> bodies() const {
+        std::lock_guard lock(mu_);
+        return bodies_;
+    }
+
+  private:
+    std::atomic<bool> stop_{false};
+    mutable std::mutex mu_;
+    int ok_ = 0, failed_ = 0;
+    std::vector<std::string> failures_;
+    std::set<std::string> bodies_;
+    std::thread thread_;
+};
+
+// Everything a daemon wires together, on one state root.
+struct Stack {
+    explicit Stack(const stdfs::path& root)
+        : blobs(root / "registry"),
+          db(root / "metadata.db"),
+          store(blobs, db),
+          runc(root / "runc"),
+          layers(root / "layers", blobs),
+          host(root / "containers", layers, runc),
+          controller(store, db, host, router) {
+        controller.set_event_sink([this](const std::string& kind, const std::string& message) {
+            std::lock_guard lock(mu);
+            events.push_back(kind + ": " + message);
+        });
+        subscription =
+            store.subscribe([this](const registry::TagEvent& e) { controller.on_tag_moved(e); });
+    }
+    ~Stack() { store.unsubscribe(subscription); }
+
+    std::string event_log() {
+        std::lock_guard lock(mu);
+        std::string s;
+        for (auto& e : events)
+            s += "  " + e + "\n";
+        return s;
+    }
+
+    registry::BlobStore blobs;
+    registry::Database db;
+    registry::Store store;
+    Runc runc;
+    LayerCache layers;
+    ContainerHost host;
+    Router router;
+    DeploymentController controller;
+    int subscription = 0;
+    std::mutex mu;
+    std::vector<std::string> events;
+};
+
+class DeploymentTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (geteuid() != 0) GTEST_SKIP() << "needs root (runc, overlayfs)";
+        if (!test::have_program("runc")) GTEST_SKIP() << "runc is not installed";
+        if (!stdfs::exists("/usr/bin/busybox")) GTEST_SKIP() << "busybox is not installed";
+        root_ = std::make_unique<fs::TempDir>();
+        stack_ = std::make_unique<Stack>(root());
+    }
+
+    void TearDown() override {
+        if (!root_) return;
+        if (stack_) {
+            if (HasFailure() || getenv("CASCADE_TEST_EVENTS"))
+                std::cerr << "events:\n" << stack_->event_log();
+            stack_->controller.stop_all();
+            stack_.reset();
+        }
+        auto listed = test::run({"runc", "--root", (root() / "runc").string(), "list", "-q"});
+        EXPECT_EQ(listed.out, "") << "runc containers left behind";
+        EXPECT_TRUE(mounts_below(root()).empty()) << "mounts left behind";
+        test::cleanup_state_root(root());
+        root_.reset();
+    }
+
+    const stdfs::path& root() const { return root_->path(); }
+    DeploymentController& controller() { return stack_->controller; }
+
+    static DeploymentSpec web_spec(const std::string& repo, int replicas = 2) {
+        DeploymentSpec spec;
+        spec.name = "web";
+        spec.image_repository = repo;
+        spec.image_tag = "latest";
+        spec.container_port = 8080;
+        spec.replicas = replicas;
+        spec.ready_timeout = 30s;
+        spec.stop_grace = 2s;
+        return spec;
+    }
+
+    uint16_t add_route(const std::string& deployment) {
+        RouteSpec route;
+        route.name = deployment + "-route";
+        route.deployment = deployment;
+        route.port = test::free_port();
+        controller().apply_route(route);
+        return route.port;
+    }
+
+    int runc_containers() {
+        auto listed = test::run({"runc", "--root", (root() / "runc").string(), "list", "-q"});
+        return static_cast<int>(std::count(listed.out.begin(), listed.out.end(), '\n'));
+    }
+
+    static bool all_ready(const DeploymentStatus& s, int revision, int count) {
+        if (static_cast<int>(s.replicas.size()) != count || s.ready != count) return false;
+        for (auto& r : s.replicas)
+            if (r.revision != revision || r.state != "ready") return false;
+        return true;
+    }
+
+    std::unique_ptr<fs::TempDir> root_;
+    std::unique_ptr<Stack> stack_;
+};
+
+TEST_F(DeploymentTest, RollsOutANewImageWithoutAFailedRequest) {
+    auto v1 = push_image(stack_->store, "web", "latest", "version-1", kHttpd);
+    controller().apply(web_spec("web"));
+    auto port = add_route("web");
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+
+    auto status = controller().get("web");
+    ASSERT_TRUE(status);
+    EXPECT_EQ(status->phase, "Running") << status->message;
+    EXPECT_EQ(status->revision, 1);
+    EXPECT_EQ(status->image, v1);
+    ASSERT_TRUE(all_ready(*status, 1, 2));
+    for (auto& r : status->replicas) {
+        EXPECT_EQ(r.image_digest, v1);
+        EXPECT_EQ(r.container_id.rfind("web-1-", 0), 0u) << r.container_id;
+        EXPECT_EQ(r.container_id.size(), std::string("web-1-").size() + 5);
+    }
+    auto body = fetch(port);
+    ASSERT_TRUE(body);
+    EXPECT_NE(body->find("version-1"), std::string::npos) << *body;
+    std::vector<std::string> old_ids;
+    for (auto& r : status->replicas)
+        old_ids.push_back(r.container_id);
+
+    Poller poller(port);
+    ASSERT_TRUE(test::eventually([&] { return poller.ok() > 0; }, 30s));
+    auto v2 = push_image(stack_->store, "web", "latest", "version-2", kHttpd);
+    ASSERT_NE(v1, v2);
+    ASSERT_TRUE(controller().wait_idle("web", 180s));
+    // Let the client see the new version for a while, then stop it.
+    ASSERT_TRUE(test::eventually([&] { return poller.bodies().size() >= 2; }, 30s));
+    poller.stop();
+    EXPECT_EQ(poller.failed(), 0) << poller.failures();
+    EXPECT_GT(poller.ok(), 0);
+    if (getenv("CASCADE_TEST_EVENTS")) std::cerr << poller.ok() << " requests answered\n";
+
+    status = controller().get("web");
+    ASSERT_TRUE(status);
+    EXPECT_EQ(status->phase, "Running") << status->message;
+    EXPECT_EQ(status->revision, 2);
+    EXPECT_EQ(status->image, v2);
+    ASSERT_TRUE(all_ready(*status, 2, 2));
+    for (auto& r : status->replicas)
+        EXPECT_EQ(r.image_digest, v2);
+    for (auto& id : old_ids)
+        EXPECT_FALSE(stack_->host.state(id)) << "old replica " << id << " still exists";
+    EXPECT_EQ(runc_containers(), 2);
+    for (int i = 0; i < 10; ++i) {
+        auto b = fetch(port);
+        ASSERT_TRUE(b);
+        EXPECT_NE(b->find("version-2"), std::string::npos) << *b;
+    }
+}
+
+TEST_F(DeploymentTest, RestartsAKilledReplicaWhileTheRouteKeepsAnswering) {
+    push_image(stack_->store, "web", "latest", "version-1", kHttpd);
+    controller().apply(web_spec("web"));
+    auto port = add_route("web");
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    auto status = controller().get("web");
+    ASSERT_TRUE(status && all_ready(*status, 1, 2));
+    auto victim = status->replicas.front();
+    auto survivor = status->replicas.back();
+
+    ASSERT_EQ(kill(victim.pid, SIGKILL), 0);
+    // Once the exit is noticed (a connection accepted in the instant of the
+    // kill may still be reset), the other replica answers every request.
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto s = controller().get("web");
+            return s && s->ready < 2;
+        },
+        30s));
+    for (int i = 0; i < 20; ++i)
+        ASSERT_TRUE(fetch(port)) << "request " << i << " after the kill failed";
+
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto s = controller().get("web");
+            if (!s || !all_ready(*s, 1, 2)) return false;
+            int restarts = 0;
+            for (auto& r : s->replicas)
+                restarts += r.restarts;
+            return restarts == 1;
+        },
+        60s));
+    status = controller().get("web");
+    std::set<std::string> ids;
+    for (auto& r : status->replicas)
+        ids.insert(r.container_id);
+    EXPECT_FALSE(ids.count(victim.container_id)) << "the killed container was not replaced";
+    EXPECT_TRUE(ids.count(survivor.container_id));
+    EXPECT_FALSE(stack_->host.state(victim.container_id));
+    EXPECT_EQ(runc_containers(), 2);
+    for (int i = 0; i < 10; ++i)
+        ASSERT_TRUE(fetch(port));
+}
+
+TEST_F(DeploymentTest, RecoverReadoptsRunningReplicasAndReplacesDeadOnes) {
+    push_image(stack_->store, "web", "latest", "version-1", kHttpd);
+    controller().apply(web_spec("web"));
+    auto port = add_route("web");
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    auto status = controller().get("web");
+    ASSERT_TRUE(status && all_ready(*status, 1, 2));
+    auto kept = status->replicas[0];
+    auto dead = status->replicas[1];
+
+    // An orphan: a container under our runc root that no replica row knows.
+    auto rec = stack_->store.resolve("web", "latest");
+    ASSERT_TRUE(rec);
+    auto manifest = oci::parse_manifest(stack_->store.manifest_bytes(*rec));
+    auto config = oci::parse_config(stack_->blobs.read(manifest.config.digest));
+    BundleOptions orphan_options = options_from_image(config.config);
+    stack_->host.start("orphan-1", manifest, config, orphan_options);
+
+    // The "daemon" goes away; its containers keep running.
+    stack_.reset();
+    for (auto* r : {&kept, &dead}) {
+        auto st = Runc(root() / "runc").state(r->container_id);
+        ASSERT_TRUE(st && st->status == "running") << r->container_id;
+    }
+    // One replica dies while nobody watches.
+    ASSERT_EQ(kill(dead.pid, SIGKILL), 0);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto st = Runc(root() / "runc").state(dead.container_id);
+            return !st || st->status == "stopped";
+        },
+        30s));
+
+    stack_ = std::make_unique<Stack>(root());
+    controller().recover();
+    ASSERT_TRUE(controller().wait_idle("", 120s));
+
+    status = controller().get("web");
+    ASSERT_TRUE(status);
+    EXPECT_EQ(status->phase, "Running") << status->message;
+    ASSERT_TRUE(all_ready(*status, 1, 2));
+    std::set<std::string> ids;
+    for (auto& r : status->replicas)
+        ids.insert(r.container_id);
+    EXPECT_TRUE(ids.count(kept.container_id)) << "the running replica was not re-adopted";
+    EXPECT_FALSE(ids.count(dead.container_id)) << "the dead replica was not replaced";
+    EXPECT_FALSE(stack_->host.state(dead.container_id));
+    EXPECT_FALSE(stack_->host.state("orphan-1")) << "the orphan container was not removed";
+    EXPECT_FALSE(stdfs::exists(stack_->host.bundle_dir("orphan-1")));
+    EXPECT_EQ(runc_containers(), 2);
+    ASSERT_EQ(controller().routes().size(), 1u);
+    EXPECT_EQ(controller().routes()[0].port, port);
+    for (int i = 0; i < 10; ++i) {
+        auto b = fetch(port);
+        ASSERT_TRUE(b) << "request " << i << " through the recovered route failed";
+        EXPECT_NE(b->find("version-1"), std::string::npos);
+    }
+
+    // A second recover on the same state adopts nothing twice.
+    stack_.reset();
+    stack_ = std::make_unique<Stack>(root());
+    controller().recover();
+    ASSERT_TRUE(controller().wait_idle("", 120s));
+    status = controller().get("web");
+    ASSERT_TRUE(status && all_ready(*status, 1, 2));
+    EXPECT_EQ(runc_containers(), 2);
+}
+
+TEST_F(DeploymentTest, ARolloutWhoseReplicaNeverBecomesReadyFailsAndTheOldOnesKeepServing) {
+    auto v1 = push_image(stack_->store, "web", "latest", "version-1", kHttpd);
+    auto spec = web_spec("web");
+    spec.ready_timeout = 3s;
+    controller().apply(spec);
+    auto port = add_route("web");
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    ASSERT_TRUE(all_ready(*controller().get("web"), 1, 2));
+
+    Poller poller(port);
+    push_image(stack_->store, "web", "latest", "version-2-silent", kNeverListens);
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    poller.stop();
+    EXPECT_EQ(poller.failed(), 0) << poller.failures();
+
+    auto status = controller().get("web");
+    ASSERT_TRUE(status);
+    EXPECT_EQ(status->phase, "Failed");
+    EXPECT_NE(status->message.find("revision 2"), std::string::npos) << status->message;
+    EXPECT_NE(status->message.find("8080"), std::string::npos) << status->message;
+    ASSERT_TRUE(all_ready(*status, 1, 2));
+    for (auto& r : status->replicas)
+        EXPECT_EQ(r.image_digest, v1);
+    EXPECT_EQ(runc_containers(), 2) << "the unready replica was not removed";
+    auto body = fetch(port);
+    ASSERT_TRUE(body);
+    EXPECT_NE(body->find("version-1"), std::string::npos);
+
+    // The next good image rolls out again.
+    auto v3 = push_image(stack_->store, "web", "latest", "version-3", kHttpd);
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    status = controller().get("web");
+    EXPECT_EQ(status->phase, "Running") << status->message;
+    EXPECT_EQ(status->revision, 3);
+    EXPECT_EQ(status->image, v3);
+    ASSERT_TRUE(all_ready(*status, 3, 2));
+}
+
+TEST_F(DeploymentTest, WaitsForItsImageThenRollsOutSpecChanges) {
+    auto spec = web_spec("later", 1);
+    controller().apply(spec);
+    auto port = add_route("web");
+    ASSERT_TRUE(controller().wait_idle("web", 30s));
+    auto status = controller().get("web");
+    ASSERT_TRUE(status);
+    EXPECT_EQ(status->phase, "Waiting for image");
+    EXPECT_TRUE(status->replicas.empty());
+    EXPECT_FALSE(fetch(port)) << "a route without replicas answered";
+
+    auto v1 = push_image(stack_->store, "later", "latest", "version-1", kHttpd);
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    status = controller().get("web");
+    EXPECT_EQ(status->phase, "Running") << status->message;
+    EXPECT_EQ(status->image, v1);
+    ASSERT_TRUE(all_ready(*status, 1, 1));
+    ASSERT_TRUE(fetch(port));
+
+    // A changed spec (same image) is a new revision; scaling is not.
+    spec.env = {"GREETING=hello"};
+    controller().apply(spec);
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    status = controller().get("web");
+    EXPECT_EQ(status->revision, 2);
+    ASSERT_TRUE(all_ready(*status, 2, 1));
+    spec.replicas = 2;
+    controller().apply(spec);
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    status = controller().get("web");
+    EXPECT_EQ(status->revision, 2);
+    ASSERT_TRUE(all_ready(*status, 2, 2));
+    EXPECT_EQ(runc_containers(), 2);
+
+    controller().remove("web");
+    EXPECT_FALSE(controller().get("web"));
+    EXPECT_EQ(runc_containers(), 0);
+}
+
+// ---- pieces without runc ---------------------------------------------------------
+
+TEST(ExitWatcherTest, ReportsExitStatusAndSignalsOfChildren) {
+    ExitWatcher watcher;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<int> statuses;
+    auto record = [&](int status) {
+        std::lock_guard lock(mu);
+        statuses.push_back(status);
+        cv.notify_all();
+    };
+    pid_t exits = fork();
+    if (exits == 0) _exit(3);
+    pid_t sleeps = fork();
+    if (sleeps == 0) {
+        pause();
+        _exit(0);
+    }
+    ASSERT_TRUE(watcher.watch(exits, record));
+    ASSERT_TRUE(watcher.watch(sleeps, record));
+    kill(sleeps, SIGKILL);
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return statuses.size() == 2; }));
+    std::sort(statuses.begin(), statuses.end());
+    EXPECT_EQ(statuses, (std::vector<int>{3, 128 + SIGKILL}));
+    // Both were reaped by the watcher.
+    for (pid_t pid : {exits, sleeps}) {
+        EXPECT_EQ(waitpid(pid, nullptr, WNOHANG), -1);
+        EXPECT_EQ(errno, ECHILD);
+    }
+}
+
+TEST(ExitWatcherTest, ASubreaperGetsOrphanedGrandchildren) {
+    become_child_subreaper();
+    int report[2], release[2];  // child → us: the grandchild's pid; us → grandchild: exit now
+    ASSERT_EQ(pipe(report), 0);
+    ASSERT_EQ(pipe(release), 0);
+    pid_t parent = fork();
+    if (parent == 0) {
+        // Like `runc run --detach`: start a process and leave it behind.
+        pid_t grandchild = fork();
+        if (grandchild == 0) {
+            char c;
+            [[maybe_unused]] auto n = read(release[0], &c, 1);
+            _exit(7);
+        }
+        [[maybe_unused]] auto n = write(report[1], &grandchild, sizeof grandchild);
+        _exit(0);
+    }
+    pid_t grandchild = 0;
+    ASSERT_EQ(read(report[0], &grandchild, sizeof grandchild), (ssize_t)sizeof grandchild);
+    ASSERT_EQ(waitpid(parent, nullptr, 0), parent);
+
+    ExitWatcher watcher;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<int> status;
+    ASSERT_TRUE(watcher.watch(grandchild, [&](int s) {
+        std::lock_guard lock(mu);
+        status = s;
+        cv.notify_all();
+    }));
+    ASSERT_EQ(write(release[1], "x", 1), 1);
+    for (int fd : {report[0], report[1], release[0], release[1]})
+        close(fd);
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return status.has_value(); }));
+    EXPECT_EQ(*status, 7) << "the orphan was not our child (not reaped with its status)";
+}
+
+TEST(ExitWatcherTest, AGoneProcessIsNotWatched) {
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    ASSERT_EQ(waitpid(child, nullptr, 0), child);
+    ExitWatcher watcher;
+    EXPECT_FALSE(watcher.watch(child, [](int) {}));
+    EXPECT_EQ(watcher.size(), 0u);
+}
+
+TEST(DeploymentRecordsTest, RoundTripsDeploymentsReplicasAndRoutes) {
+    fs::TempDir dir;
+    registry::Database db(dir.path() / "metadata.db");
+    DeploymentRecords records(db);
+    DeploymentRecords again(db);  // the schema is applied once
+
+    DeploymentSpec spec;
+    spec.name = "app";
+    spec.image_repository = "apps/app";
+    spec.image_tag = "v1";
+    spec.container_port = 8080;
+    spec.replicas = 3;
+    spec.env = {"A=1"};
+    spec.args = {"serve", "--fast"};
+    spec.automatic = false;
+    spec.ready_timeout = 7s;
+    spec.stop_grace = 2s;
+    auto digest = oci::Digest::sha256_of("x");
+    records.save_deployment({spec, 4, digest, "Failed", "boom"});
+    auto ds = records.deployments();
+    ASSERT_EQ(ds.size(), 1u);
+    EXPECT_EQ(to_json(ds[0].spec), to_json(spec));
+    EXPECT_EQ(ds[0].revision, 4);
+    EXPECT_EQ(ds[0].digest, digest);
+    EXPECT_EQ(ds[0].phase, "Failed");
+    EXPECT_EQ(ds[0].message, "boom");
+
+    ReplicaRecord r{"app-4-abcde", "app", 4, digest, 1234, "ready", 2, spec};
+    records.save_replica(r);
+    r.pid = 99;
+    records.save_replica(r);
+    auto rs = records.replicas();
+    ASSERT_EQ(rs.size(), 1u);
+    EXPECT_EQ(rs[0].container_id, "app-4-abcde");
+    EXPECT_EQ(rs[0].pid, 99);
+    EXPECT_EQ(rs[0].restarts, 2);
+    EXPECT_EQ(rs[0].image_digest, digest);
+    EXPECT_EQ(rs[0].spec.args, spec.args);
+    records.delete_replica("app-4-abcde");
+    EXPECT_TRUE(records.replicas().empty());
+
+    records.save_route({"app", "app", "127.0.0.1", 8081});
+    ASSERT_EQ(records.routes().size(), 1u);
+    EXPECT_EQ(records.routes()[0].port, 8081);
+    records.delete_route("app");
+    records.delete_deployment("app");
+    EXPECT_TRUE(records.routes().empty());
+    EXPECT_TRUE(records.deployments().empty());
+}
+
+}  // namespace
+}  // namespace cascade::runtime
