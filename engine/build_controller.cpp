@@ -1,0 +1,428 @@
+#include "engine/build_controller.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "engine/builder.hpp"
+#include "oci/error.hpp"
+#include "oci/fs.hpp"
+#include "registry/database.hpp"
+#include "registry/store.hpp"
+
+namespace cascade::engine {
+
+namespace {
+
+int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+const char* kSchema = R"sql(
+CREATE TABLE build_configs (
+  name TEXT PRIMARY KEY,
+  spec TEXT NOT NULL,
+  last_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE builds (
+  name TEXT PRIMARY KEY,
+  config TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  cause TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  started INTEGER NOT NULL DEFAULT 0,
+  finished INTEGER NOT NULL DEFAULT 0,
+  image_digest TEXT NOT NULL DEFAULT '',
+  base_name TEXT NOT NULL DEFAULT '',
+  base_digest TEXT NOT NULL DEFAULT '',
+  message TEXT NOT NULL DEFAULT '',
+  tag_moved INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX builds_by_config ON builds(config, number);
+)sql";
+
+BuildRecord record_from_row(const registry::Database::Row& r) {
+    using registry::as_int;
+    using registry::as_text;
+    BuildRecord b;
+    b.name = as_text(r[0]);
+    b.config = as_text(r[1]);
+    b.number = as_int(r[2]);
+    b.cause = as_text(r[3]);
+    b.phase = as_text(r[4]);
+    b.created = as_int(r[5]);
+    b.started = as_int(r[6]);
+    b.finished = as_int(r[7]);
+    b.image_digest = as_text(r[8]);
+    b.base_name = as_text(r[9]);
+    b.base_digest = as_text(r[10]);
+    b.message = as_text(r[11]);
+    b.tag_moved = as_int(r[12]) != 0;
+    return b;
+}
+
+const char* kBuildColumns =
+    "name, config, number, cause, phase, created, started, finished, image_digest, base_name, "
+    "base_digest, message, tag_moved";
+
+}  // namespace
+
+nlohmann::json BuildConfigSpec::to_json() const {
+    nlohmann::json j{{"name", name},
+                     {"context", context.string()},
+                     {"dockerfile", dockerfile},
+                     {"from", from_override},
+                     {"buildArgs", build_args},
+                     {"outputRepository", output_repository},
+                     {"outputTag", output_tag},
+                     {"imageChange", image_change_trigger},
+                     {"configChange", config_change_trigger},
+                     {"noCache", no_cache}};
+    if (dockerfile_text) j["dockerfileText"] = *dockerfile_text;
+    return j;
+}
+
+BuildConfigSpec BuildConfigSpec::from_json(const nlohmann::json& j) {
+    BuildConfigSpec s;
+    s.name = j.at("name").get<std::string>();
+    s.context = j.value("context", "");
+    s.dockerfile = j.value("dockerfile", "Dockerfile");
+    if (j.contains("dockerfileText")) s.dockerfile_text = j["dockerfileText"].get<std::string>();
+    s.from_override = j.value("from", "");
+    s.build_args = j.value("buildArgs", std::map<std::string, std::string>{});
+    s.output_repository = j.value("outputRepository", "");
+    s.output_tag = j.value("outputTag", "latest");
+    s.image_change_trigger = j.value("imageChange", true);
+    s.config_change_trigger = j.value("configChange", true);
+    s.no_cache = j.value("noCache", false);
+    return s;
+}
+
+nlohmann::json BuildRecord::to_json() const {
+    return {{"name", name},
+            {"config", config},
+            {"number", number},
+            {"cause", cause},
+            {"phase", phase},
+            {"created", created},
+            {"started", started},
+            {"finished", finished},
+            {"imageDigest", image_digest},
+            {"baseName", base_name},
+            {"baseDigest", base_digest},
+            {"message", message},
+            {"tagMoved", tag_moved}};
+}
+
+struct BuildController::Impl {
+    registry::Store& store;
+    registry::Database& db;
+    Builder& builder;
+    std::filesystem::path logs_dir;
+
+    mutable std::mutex mu;
+    std::condition_variable cv;
+    struct Pending {
+        std::string build;  // build name
+        std::string config;
+    };
+    std::deque<Pending> queue;
+    std::string running_config;
+    bool stopping = false;
+    std::function<void(const std::string&, const std::string&)> sink;
+    std::thread worker;
+
+    Impl(registry::Store& s, registry::Database& d, Builder& b, std::filesystem::path logs)
+        : store(s), db(d), builder(b), logs_dir(std::move(logs)) {}
+
+    void emit(const std::string& kind, const std::string& message) {
+        std::function<void(const std::string&, const std::string&)> fn;
+        {
+            std::lock_guard lock(mu);
+            fn = sink;
+        }
+        if (fn) fn(kind, message);
+    }
+
+    std::optional<BuildConfigSpec> load_config(const std::string& name) const {
+        auto row = db.row("SELECT spec FROM build_configs WHERE name = ?1", {name});
+        if (!row) return std::nullopt;
+        return BuildConfigSpec::from_json(nlohmann::json::parse(registry::as_text((*row)[0])));
+    }
+
+    std::vector<BuildConfigSpec> load_configs() const {
+        std::vector<BuildConfigSpec> out;
+        for (auto& r : db.rows("SELECT spec FROM build_configs ORDER BY name"))
+            out.push_back(
+                BuildConfigSpec::from_json(nlohmann::json::parse(registry::as_text(r[0]))));
+        return out;
+    }
+
+    std::string dockerfile_text(const BuildConfigSpec& spec) const {
+        if (spec.dockerfile_text) return *spec.dockerfile_text;
+        std::filesystem::path p = spec.dockerfile;
+        if (p.is_relative()) p = spec.context / p;
+        return fs::read_file(p);
+    }
+
+    std::string base_of(const BuildConfigSpec& spec) const {
+        try {
+            return Builder::final_base(dockerfile_text(spec), spec.build_args, spec.from_override);
+        } catch (const std::exception&) {
+            return {};
+        }
+    }
+
+    // Config name → names of configs it builds FROM (directly).
+    std::map<std::string, std::set<std::string>> dependencies() const {
+        auto configs = load_configs();
+        std::map<std::string, std::string> producer;  // "repo:tag" → config
+        for (auto& c : configs)
+            producer[c.output_repository + ":" + c.output_tag] = c.name;
+        std::map<std::string, std::set<std::string>> deps;
+        for (auto& c : configs) {
+            auto base = base_of(c);
+            auto it = producer.find(base);
+            if (it != producer.end() && it->second != c.name) deps[c.name].insert(it->second);
+        }
+        return deps;
+    }
+
+    // Whether `config` must wait: one of its (transitive) upstream configs is
+    // queued or running. Called with mu held.
+    bool blocked(const std::string& config,
+                 const std::map<std::string, std::set<std::string>>& deps) const {
+        std::set<std::string> busy;
+        for (auto& p : queue)
+            busy.insert(p.config);
+        if (!running_config.empty()) busy.insert(running_config);
+        std::set<std::string> seen;
+        std::vector<std::string> stack;
+        auto it = deps.find(config);
+        if (it != deps.end()) stack.assign(it->second.begin(), it->second.end());
+        while (!stack.empty()) {
+            auto c = stack.back();
+            stack.pop_back();
+            if (!seen.insert(c).second) continue;
+            if (busy.count(c)) return true;
+            auto d = deps.find(c);
+            if (d != deps.end()) stack.insert(stack.end(), d->second.begin(), d->second.end());
+        }
+        return false;
+    }
+
+    // Creates a build record and queues it, unless a queued build of the same
+    // config exists (then that one is returned: coalesced).
+    std::string enqueue(const std::string& config, const std::string& cause) {
+        std::unique_lock lock(mu);
+        for (auto& p : queue)
+            if (p.config == config) return p.build;
+        std::string name;
+        db.transaction([&] {
+            auto row = db.row("SELECT last_version FROM build_configs WHERE name = ?1", {config});
+            if (!row) throw Error("build config \"" + config + "\" does not exist; apply it first");
+            int64_t number = registry::as_int((*row)[0]) + 1;
+            db.query("UPDATE build_configs SET last_version = ?1 WHERE name = ?2",
+                     {number, config});
+            name = config + "-" + std::to_string(number);
+            db.query(
+                "INSERT INTO builds (name, config, number, cause, phase, created) "
+                "VALUES (?1, ?2, ?3, ?4, 'New', ?5)",
+                {name, config, number, cause, now_ms()});
+        });
+        queue.push_back({name, config});
+        cv.notify_all();
+        lock.unlock();
+        emit("BuildQueued", name + " (" + cause + ")");
+        return name;
+    }
+
+    void run_worker() {
+        std::unique_lock lock(mu);
+        while (true) {
+            cv.wait(lock, [&] { return stopping || !queue.empty(); });
+            if (stopping) return;
+            lock.unlock();
+            auto deps = dependencies();
+            lock.lock();
+            auto it = std::find_if(queue.begin(), queue.end(),
+                                   [&](const Pending& p) { return !blocked(p.config, deps); });
+            if (it == queue.end()) it = queue.begin();  // a cycle: run in order rather than stall
+            Pending next = *it;
+            queue.erase(it);
+            running_config = next.config;
+            lock.unlock();
+            execute(next);
+            lock.lock();
+            running_config.clear();
+            cv.notify_all();
+        }
+    }
+
+    void execute(const Pending& p) {
+        auto spec = load_config(p.config);
+        db.query("UPDATE builds SET phase = 'Running', started = ?1 WHERE name = ?2",
+                 {now_ms(), p.build});
+        emit("BuildStarted", p.build);
+        fs::make_dirs(logs_dir);
+        std::ofstream log(logs_dir / (p.build + ".log"), std::ios::app);
+        auto write_log = [&](const std::string& line) {
+            log << line << '\n';
+            log.flush();
+        };
+        try {
+            if (!spec) throw Error("build config \"" + p.config + "\" was deleted");
+            BuildRequest req;
+            req.context = spec->context;
+            req.dockerfile = spec->dockerfile;
+            req.dockerfile_text = spec->dockerfile_text;
+            req.build_args = spec->build_args;
+            req.from_override = spec->from_override;
+            req.output_repository = spec->output_repository;
+            req.output_tag = spec->output_tag;
+            req.cause = "build " + p.build;
+            req.no_cache = spec->no_cache;
+            req.log = write_log;
+            auto result = builder.build(req);
+            std::string base_digest = result.base_digest ? result.base_digest->str() : "";
+            db.query(
+                "UPDATE builds SET phase = 'Complete', finished = ?1, image_digest = ?2, "
+                "base_name = ?3, base_digest = ?4, tag_moved = ?5 WHERE name = ?6",
+                {now_ms(), result.manifest_digest.str(), result.base_name, base_digest,
+                 int64_t(result.tag_moved ? 1 : 0), p.build});
+            write_log("--> " + spec->output_repository + ":" + spec->output_tag + " " +
+                      result.manifest_digest.str() + (result.tag_moved ? "" : " (unchanged)"));
+            emit("BuildComplete", p.build + " " + result.manifest_digest.str() +
+                                      (result.tag_moved ? "" : " (unchanged, no tag moved)"));
+        } catch (const std::exception& e) {
+            write_log(std::string("error: ") + e.what());
+            db.query(
+                "UPDATE builds SET phase = 'Failed', finished = ?1, message = ?2 WHERE name = ?3",
+                {now_ms(), std::string(e.what()), p.build});
+            emit("BuildFailed", p.build + ": " + e.what());
+        }
+    }
+};
+
+BuildController::BuildController(registry::Store& store, registry::Database& db, Builder& builder,
+                                 std::filesystem::path logs_dir)
+    : impl_(std::make_unique<Impl>(store, db, builder, std::move(logs_dir))) {
+    db.migrate("engine-builds-1", kSchema);
+    // Builds that were running when the daemon stopped can't be resumed;
+    // builds that were queued are queued again.
+    db.query(
+        "UPDATE builds SET phase = 'Failed', message = 'interrupted: the daemon stopped' "
+        "WHERE phase = 'Running'");
+    for (auto& r : db.rows("SELECT name, config FROM builds WHERE phase = 'New' ORDER BY created"))
+        impl_->queue.push_back({registry::as_text(r[0]), registry::as_text(r[1])});
+    impl_->worker = std::thread([this] { impl_->run_worker(); });
+}
+
+BuildController::~BuildController() {
+    {
+        std::lock_guard lock(impl_->mu);
+        impl_->stopping = true;
+    }
+    impl_->cv.notify_all();
+    if (impl_->worker.joinable()) impl_->worker.join();
+}
+
+BuildController::ApplyResult BuildController::apply(const BuildConfigSpec& spec) {
+    if (spec.name.empty()) throw Error("build config has no name");
+    if (spec.output_repository.empty())
+        throw Error("build config \"" + spec.name + "\": output image stream tag is missing");
+    auto old = impl_->load_config(spec.name);
+    if (old && *old == spec) return ApplyResult::Unchanged;
+    impl_->db.query(
+        "INSERT INTO build_configs (name, spec) VALUES (?1, ?2) "
+        "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+        {spec.name, spec.to_json().dump()});
+    if (spec.config_change_trigger)
+        impl_->enqueue(spec.name, old ? "config change" : "config created");
+    return old ? ApplyResult::Configured : ApplyResult::Created;
+}
+
+bool BuildController::remove(const std::string& name) {
+    {
+        std::lock_guard lock(impl_->mu);
+        std::erase_if(impl_->queue, [&](const Impl::Pending& p) { return p.config == name; });
+    }
+    impl_->db.query("DELETE FROM builds WHERE config = ?1 AND phase = 'New'", {name});
+    return impl_->db.query("DELETE FROM build_configs WHERE name = ?1", {name}) > 0;
+}
+
+std::string BuildController::start_build(const std::string& config, const std::string& cause) {
+    return impl_->enqueue(config, cause);
+}
+
+void BuildController::on_tag_moved(const registry::TagEvent& event) {
+    std::string moved = event.repository + ":" + event.tag;
+    for (auto& c : impl_->load_configs()) {
+        if (!c.image_change_trigger) continue;
+        if (impl_->base_of(c) != moved) continue;
+        impl_->enqueue(c.name, "image change: " + moved + " → " + event.new_digest.str());
+    }
+}
+
+std::vector<BuildConfigSpec> BuildController::configs() const {
+    return impl_->load_configs();
+}
+
+std::optional<BuildConfigSpec> BuildController::config(const std::string& name) const {
+    return impl_->load_config(name);
+}
+
+std::vector<BuildRecord> BuildController::builds(const std::string& config) const {
+    std::vector<BuildRecord> out;
+    std::string sql = std::string("SELECT ") + kBuildColumns + " FROM builds";
+    std::vector<registry::SqlValue> params;
+    if (!config.empty()) {
+        sql += " WHERE config = ?1";
+        params.push_back(config);
+    }
+    sql += " ORDER BY config, number";
+    for (auto& r : impl_->db.rows(sql, params))
+        out.push_back(record_from_row(r));
+    return out;
+}
+
+std::optional<BuildRecord> BuildController::build(const std::string& name) const {
+    auto r = impl_->db.row(std::string("SELECT ") + kBuildColumns + " FROM builds WHERE name = ?1",
+                           {name});
+    if (!r) return std::nullopt;
+    return record_from_row(*r);
+}
+
+std::filesystem::path BuildController::log_path(const std::string& build_name) const {
+    return impl_->logs_dir / (build_name + ".log");
+}
+
+std::string BuildController::base_of(const BuildConfigSpec& spec) const {
+    return impl_->base_of(spec);
+}
+
+bool BuildController::idle() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->queue.empty() && impl_->running_config.empty();
+}
+
+bool BuildController::wait_idle(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(impl_->mu);
+    return impl_->cv.wait_for(
+        lock, timeout, [&] { return impl_->queue.empty() && impl_->running_config.empty(); });
+}
+
+void BuildController::set_event_sink(
+    std::function<void(const std::string& kind, const std::string& message)> sink) {
+    std::lock_guard lock(impl_->mu);
+    impl_->sink = std::move(sink);
+}
+
+}  // namespace cascade::engine

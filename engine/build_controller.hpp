@@ -1,0 +1,104 @@
+// Build configs, build records and image-change triggers.
+//
+// A build config names a Dockerfile context, an optional FROM override and an
+// output image stream tag. Builds are numbered per config (httpd-base-1,
+// httpd-base-2 …) and recorded with cause, phase, timings, result digest and
+// a log file. When a tag moves, every config whose final FROM is that tag is
+// queued; the queue runs a config only once none of the configs it depends on
+// (transitively) is queued or running, so a cascade builds each dependent
+// once and in dependency order, and a move arriving while a config is queued
+// is coalesced into that one build.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cascade::registry {
+class Store;
+class Database;
+struct TagEvent;
+}  // namespace cascade::registry
+
+namespace cascade::engine {
+
+class Builder;
+
+struct BuildConfigSpec {
+    std::string name;
+    std::filesystem::path context;  // absolute
+    std::string dockerfile = "Dockerfile";
+    std::optional<std::string> dockerfile_text;  // inline Dockerfile
+    std::string from_override;                   // "httpd-base:latest" or ""
+    std::map<std::string, std::string> build_args;
+    std::string output_repository;
+    std::string output_tag = "latest";
+    bool image_change_trigger = true;
+    bool config_change_trigger = true;
+    bool no_cache = false;
+
+    nlohmann::json to_json() const;
+    static BuildConfigSpec from_json(const nlohmann::json& j);
+    bool operator==(const BuildConfigSpec&) const = default;
+};
+
+struct BuildRecord {
+    std::string name;  // "<config>-<number>"
+    std::string config;
+    int64_t number = 0;
+    std::string cause;
+    std::string phase;                               // New, Running, Complete, Failed
+    int64_t created = 0, started = 0, finished = 0;  // unix ms
+    std::string image_digest;
+    std::string base_name, base_digest;
+    std::string message;
+    bool tag_moved = false;
+    nlohmann::json to_json() const;
+};
+
+class BuildController {
+  public:
+    BuildController(registry::Store& store, registry::Database& db, Builder& builder,
+                    std::filesystem::path logs_dir);
+    ~BuildController();  // finishes the running build's bookkeeping, stops the worker
+
+    enum class ApplyResult { Created, Configured, Unchanged };
+    // Creates or updates a config; a new or changed config with a
+    // ConfigChange trigger is built.
+    ApplyResult apply(const BuildConfigSpec& spec);
+    bool remove(const std::string& name);
+
+    // Queues a build; returns its name ("httpd-base-3"). Throws when the
+    // config does not exist.
+    std::string start_build(const std::string& config, const std::string& cause = "manual");
+    void on_tag_moved(const registry::TagEvent& event);
+
+    std::vector<BuildConfigSpec> configs() const;
+    std::optional<BuildConfigSpec> config(const std::string& name) const;
+    std::vector<BuildRecord> builds(const std::string& config = {}) const;
+    std::optional<BuildRecord> build(const std::string& name) const;
+    std::filesystem::path log_path(const std::string& build_name) const;
+    // The image stream tag a config builds FROM ("" for scratch or unknown).
+    std::string base_of(const BuildConfigSpec& spec) const;
+
+    // True when no build is queued or running (waits up to timeout).
+    bool wait_idle(std::chrono::milliseconds timeout);
+    bool idle() const;
+
+    void set_event_sink(
+        std::function<void(const std::string& kind, const std::string& message)> sink);
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cascade::engine
