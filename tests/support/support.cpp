@@ -182,14 +182,16 @@ std::optional<HttpResponse> http_get(uint16_t port, const std::string& path,
     }
     close(fd);
     auto line_end = data.find("\r\n");
-    auto head_end = data.find("\r\n\r\n");
+    // Lenient like curl: CGI scripts often end their headers with a bare "\n\n".
+    size_t head_end = data.find("\r\n\r\n"), sep = 4;
+    if (head_end == std::string::npos) head_end = data.find("\n\n"), sep = 2;
     if (line_end == std::string::npos || head_end == std::string::npos) return std::nullopt;
     std::istringstream status_line(data.substr(0, line_end));
     std::string version;
     HttpResponse response;
     status_line >> version >> response.status;
     if (response.status == 0) return std::nullopt;
-    response.body = data.substr(head_end + 4);
+    response.body = data.substr(head_end + sep);
     return response;
 }
 

@@ -1,0 +1,43 @@
+// Declared objects (Kubernetes-shaped: apiVersion/kind/metadata/spec, the
+// subset of OpenShift's BuildConfig, DeploymentConfig, Route and ImageStream
+// that the image-stream example uses) → the specs the controllers take.
+//
+// Errors name the object and field: `BuildConfig "app-a": spec.output.to.name
+// is missing`.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/build_controller.hpp"
+#include "runtime/deployment.hpp"
+
+namespace cascade::cli {
+
+// Reads a YAML or JSON file (one object, several YAML documents, or a List)
+// or every *.yaml/*.yml/*.json file of a directory, in name order. Relative
+// paths inside objects (BuildConfig spec.source.contextDir) are made absolute
+// against the file's directory. Returns the objects, flattened.
+std::vector<nlohmann::json> load_objects(const std::filesystem::path& path);
+
+// YAML text → JSON (YAML 1.2 core schema scalars: quoted → string; true/false,
+// null/~, integers and floats typed).
+std::vector<nlohmann::json> yaml_documents_to_json(const std::string& text);
+
+// The kinds `apply` accepts, for error messages.
+extern const std::vector<std::string> kSupportedKinds;
+
+std::string object_kind(const nlohmann::json& obj);  // throws when missing
+std::string object_name(const nlohmann::json& obj);  // metadata.name, throws when missing
+
+engine::BuildConfigSpec build_config_from_object(const nlohmann::json& obj);
+runtime::DeploymentSpec deployment_from_object(const nlohmann::json& obj);
+runtime::RouteSpec route_from_object(const nlohmann::json& obj);
+
+// "repo:tag" → {repo, tag}; a missing tag is "latest".
+std::pair<std::string, std::string> split_stream_tag(const std::string& text);
+
+}  // namespace cascade::cli
