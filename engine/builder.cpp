@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
-#include <random>
 #include <set>
 #include <vector>
 
@@ -100,15 +99,6 @@ std::string quoted_list(const std::vector<std::string>& items) {
         out += '"';
     }
     return out + "]";
-}
-
-std::string random_hex(size_t n) {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string s;
-    while (s.size() < n)
-        s += kHex[rng() & 15];
-    return s;
 }
 
 std::optional<std::string> env_value(const std::vector<std::string>& env, const std::string& name) {
@@ -335,7 +325,7 @@ class BuildSession {
           request_(request),
           epoch_(oci::source_date_epoch().value_or(0)),
           created_(oci::rfc3339(epoch_)),
-          build_id_(random_hex(12)),
+          build_id_(fs::random_hex(12)),
           work_root_(work_root) {}
 
     BuildResult run() {

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <random>
 #include <thread>
 
 #include "engine/copy.hpp"
@@ -22,15 +21,6 @@ namespace cascade::engine {
 namespace {
 
 namespace stdfs = std::filesystem;
-
-std::string random_hex(size_t n) {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string s;
-    while (s.size() < n)
-        s += kHex[rng() & 15];
-    return s;
-}
 
 // Removes a file on scope exit unless it is already gone (e.g. adopted).
 struct FileGuard {
@@ -186,7 +176,7 @@ std::optional<LayerOutput> commit_upper(registry::BlobStore& blobs,
                                         const std::filesystem::path& upper, int64_t epoch) {
     if (stdfs::is_empty(upper)) return std::nullopt;
     fs::make_dirs(blobs.ingest_dir());
-    FileGuard temp{blobs.ingest_dir() / ("layer-" + random_hex(16) + ".tar.gz")};
+    FileGuard temp{blobs.ingest_dir() / ("layer-" + fs::random_hex(16) + ".tar.gz")};
     oci::LayerWriteOptions options;
     options.compression = oci::Compression::Gzip;
     options.clamp_mtime = epoch;

@@ -66,19 +66,14 @@ std::string read_file(const std::filesystem::path& path) {
     return out;
 }
 
-namespace {
-
-std::string random_suffix() {
+std::string random_hex(size_t n) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};
-    static const char* hex = "0123456789abcdef";
+    static constexpr char kHex[] = "0123456789abcdef";
     std::string s;
-    uint64_t v = rng();
-    for (int i = 0; i < 12; i++, v >>= 4)
-        s += hex[v & 15];
+    while (s.size() < n)
+        s += kHex[rng() & 15];
     return s;
 }
-
-}  // namespace
 
 void fsync_dir(const std::filesystem::path& dir) {
     Fd fd = open_or_throw(dir, O_RDONLY | O_DIRECTORY);
@@ -87,7 +82,7 @@ void fsync_dir(const std::filesystem::path& dir) {
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, int mode) {
     auto dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
-    auto temp = dir / ("." + path.filename().string() + ".tmp-" + random_suffix());
+    auto temp = dir / ("." + path.filename().string() + ".tmp-" + random_hex(12));
     {
         Fd fd = open_or_throw(temp, O_WRONLY | O_CREAT | O_EXCL, mode);
         try {

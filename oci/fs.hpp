@@ -11,7 +11,7 @@ namespace cascade::fs {
 
 // An owned file descriptor, closed on destruction.
 class Fd {
-public:
+  public:
     Fd() = default;
     explicit Fd(int fd) : fd_(fd) {}
     Fd(Fd&& o) noexcept : fd_(o.release()) {}
@@ -25,7 +25,7 @@ public:
     void reset(int fd = -1);
     explicit operator bool() const { return fd_ >= 0; }
 
-private:
+  private:
     int fd_ = -1;
 };
 
@@ -43,6 +43,10 @@ std::string read_file(const std::filesystem::path& path);
 // content or the new, never a part.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, int mode = 0644);
 
+// `n` random lower-case hex characters, for names of temporary files and
+// containers (not for secrets).
+std::string random_hex(size_t n);
+
 // fsync of a directory, so a rename inside it is durable.
 void fsync_dir(const std::filesystem::path& dir);
 
@@ -55,8 +59,9 @@ void remove_tree(const std::filesystem::path& path);
 // A fresh directory (mkdtemp under `parent`, default $TMPDIR or /tmp), removed
 // with its contents when the object is destroyed unless release()d.
 class TempDir {
-public:
-    explicit TempDir(const std::filesystem::path& parent = {}, std::string_view prefix = "cascade-");
+  public:
+    explicit TempDir(const std::filesystem::path& parent = {},
+                     std::string_view prefix = "cascade-");
     TempDir(TempDir&& o) noexcept;
     TempDir& operator=(TempDir&&) = delete;
     TempDir(const TempDir&) = delete;
@@ -65,7 +70,7 @@ public:
     const std::filesystem::path& path() const { return path_; }
     std::filesystem::path release();
 
-private:
+  private:
     std::filesystem::path path_;
 };
 

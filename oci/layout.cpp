@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <random>
 
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
@@ -19,11 +18,6 @@ namespace {
 constexpr std::string_view kLayoutFile = "oci-layout";
 constexpr std::string_view kIndexFile = "index.json";
 constexpr std::string_view kLayoutVersion = "1.0.0";
-
-std::string temp_suffix() {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    return std::to_string(rng());
-}
 
 bool path_exists(const std::filesystem::path& p) {
     struct stat st {};
@@ -96,7 +90,7 @@ void ImageLayout::put_blob_file(const std::filesystem::path& file, const Digest&
     fs::make_dirs(path.parent_path());
     // Copy into a temporary file next to the blob, hashing as we go; only a
     // verified copy is renamed into place.
-    auto temp = path.parent_path() / (".tmp-" + expected.encoded() + "-" + temp_suffix());
+    auto temp = path.parent_path() / (".tmp-" + expected.encoded() + "-" + fs::random_hex(16));
     try {
         fs::Fd in = fs::open_or_throw(file, O_RDONLY);
         fs::Fd out = fs::open_or_throw(temp, O_WRONLY | O_CREAT | O_EXCL, 0644);

@@ -11,7 +11,7 @@
 namespace cascade::oci {
 
 class ImageLayout {
-public:
+  public:
     // Opens an existing layout, or creates an empty one when `create` is set.
     // Throws when the directory is not a layout (missing/invalid oci-layout).
     static ImageLayout open(const std::filesystem::path& dir, bool create = false);
@@ -32,7 +32,7 @@ public:
     // The manifest descriptor annotated with this ref name.
     std::optional<Descriptor> find(const std::string& ref_name) const;
 
-private:
+  private:
     explicit ImageLayout(std::filesystem::path dir) : dir_(std::move(dir)) {}
     void write_index(const Index& index);
     std::filesystem::path dir_;

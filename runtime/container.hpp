@@ -16,7 +16,7 @@
 namespace cascade::runtime {
 
 class ContainerHost {
-public:
+  public:
     ContainerHost(std::filesystem::path root, LayerCache& layers, Runc& runc);
 
     // Unpacks the image's layers (cached), mounts the overlay rootfs, writes
@@ -41,7 +41,7 @@ public:
     const std::filesystem::path& root() const { return root_; }
     Runc& runc() { return runc_; }
 
-private:
+  private:
     std::filesystem::path root_;
     LayerCache& layers_;
     Runc& runc_;

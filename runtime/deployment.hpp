@@ -71,7 +71,7 @@ struct DeploymentStatus {
 };
 
 class DeploymentController {
-public:
+  public:
     DeploymentController(registry::Store& store, registry::Database& db, ContainerHost& host,
                          Router& router);
     ~DeploymentController();  // stops background threads; leaves containers running
@@ -105,9 +105,10 @@ public:
     void stop_all();
 
     // Progress lines ("app-a: rollout to revision 2 (sha256:…) started").
-    void set_event_sink(std::function<void(const std::string& kind, const std::string& message)> sink);
+    void set_event_sink(
+        std::function<void(const std::string& kind, const std::string& message)> sink);
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

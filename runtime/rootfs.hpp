@@ -23,7 +23,7 @@ namespace cascade::runtime {
 // temporary directory and renamed into place, so a half-unpacked layer is
 // never used; concurrent requests for the same layer wait for one unpack.
 class LayerCache {
-public:
+  public:
     LayerCache(std::filesystem::path root, registry::BlobStore& blobs);
 
     // The directory holding `layer` (the compressed blob) unpacked; its
@@ -38,7 +38,7 @@ public:
     // An always-empty directory (lower for images without layers).
     std::filesystem::path empty_dir() const;
 
-private:
+  private:
     std::filesystem::path root_;
     registry::BlobStore& blobs_;
     std::mutex mu_;
@@ -49,7 +49,7 @@ private:
 // upper and work created if missing. Unmounted (MNT_DETACH) on destruction
 // unless release()d. With no lowers, an empty lower is used.
 class OverlayMount {
-public:
+  public:
     OverlayMount() = default;
     OverlayMount(const std::vector<std::filesystem::path>& lowers_bottom_first,
                  const std::filesystem::path& upper, const std::filesystem::path& work,
@@ -64,7 +64,7 @@ public:
     // the path, e.g. the supervisor across a daemon restart).
     std::filesystem::path release();
 
-private:
+  private:
     std::filesystem::path target_;
 };
 

@@ -17,14 +17,15 @@ struct RuncState {
 };
 
 class Runc {
-public:
+  public:
     // `binary` defaults to "runc" on PATH ($CASCADE_RUNC overrides).
     explicit Runc(std::filesystem::path state_root, std::string binary = {});
 
     // `runc run` in the foreground: waits for the container to exit; the
     // container's stdout/stderr go to the given fds. Returns its exit status
     // (128+signal when killed).
-    int run(const std::string& id, const std::filesystem::path& bundle, int stdout_fd, int stderr_fd);
+    int run(const std::string& id, const std::filesystem::path& bundle, int stdout_fd,
+            int stderr_fd);
 
     // `runc run --detach`: the container's stdout and stderr go to `log_fd`
     // (append). Returns the container's init pid once it runs. The caller
@@ -42,7 +43,7 @@ public:
 
     const std::filesystem::path& state_root() const { return state_root_; }
 
-private:
+  private:
     std::vector<std::string> base_args() const;
     std::filesystem::path state_root_;
     std::string binary_;
