@@ -355,6 +355,7 @@ void handle_adhoc_build(ApiContext& ctx, const httplib::Request& req, httplib::R
 
     auto stream = std::make_shared<LogStream>();
     build.log = [stream](const std::string& line) { stream->push(line); };
+    ctx.adhoc_builds++;
     std::thread([&ctx, build, stream]() mutable {
         try {
             auto result = ctx.builder.build(build);
@@ -368,6 +369,7 @@ void handle_adhoc_build(ApiContext& ctx, const httplib::Request& req, httplib::R
         } catch (const std::exception& e) {
             stream->finish("@@result " + json{{"ok", false}, {"error", e.what()}}.dump());
         }
+        ctx.adhoc_builds--;
     }).detach();
     res.set_chunked_content_provider("text/plain", [stream](size_t, httplib::DataSink& sink) {
         if (stream->drain(sink)) sink.done();

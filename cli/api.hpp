@@ -2,6 +2,7 @@
 // JSON with status), apply, start builds, build logs, ad-hoc builds.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -30,6 +31,9 @@ struct ApiContext {
     engine::BuildController& builds;
     runtime::DeploymentController& deployments;
     std::string listen;  // "127.0.0.1:5000", for URLs
+    // `cascade build` requests run on their own threads; the daemon waits
+    // for them before it tears the components down.
+    std::atomic<int> adhoc_builds{0};
 };
 
 // Creates the object tables and registers the /api/v1/ routes.

@@ -129,7 +129,8 @@ int serve(const ServeOptions& options) {
 
     // Shut down in order: no new events, controllers stop, replicas stop.
     store.unsubscribe(sub);
-    builds.wait_idle(std::chrono::seconds(0));
+    for (int i = 0; ctx.adhoc_builds > 0 && i < 6000; i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     deployments.stop_all();
     if (signal_waiter.joinable()) {
         pthread_kill(signal_waiter.native_handle(), SIGTERM);

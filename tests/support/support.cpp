@@ -1,5 +1,9 @@
 #include "support.hpp"
 
+#include <gtest/gtest.h>
+
+#include "oci/fs.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,6 +20,8 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -106,26 +112,26 @@ bool have_program(const std::string& program) {
 }
 
 uint16_t free_port() {
-    // Each process walks its own slice of 20000-59999 so parallel test
-    // binaries rarely collide; the probe uses SO_REUSEADDR like the servers
-    // under test, so ports in TIME_WAIT count as free.
-    static std::atomic<uint32_t> next{0};
-    const uint32_t slice = 400;
-    const uint32_t base = 20000 + (static_cast<uint32_t>(getpid()) % 100) * slice;
-    for (uint32_t attempt = 0; attempt < slice; attempt++) {
-        uint16_t candidate = static_cast<uint16_t>(base + (next++ % slice));
+    // The kernel picks a port no socket uses (listening, connected or in
+    // TIME_WAIT); it walks its range, so processes rarely get the same one.
+    // A port handed out once is never handed out again by this process.
+    static std::mutex mu;
+    static std::set<uint16_t> given;
+    std::lock_guard lock(mu);
+    for (int attempt = 0; attempt < 100; attempt++) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         sockaddr_in addr{};
         addr.sin_family = AF_INET;
         addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = htons(candidate);
-        int ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        addr.sin_port = 0;
+        socklen_t len = sizeof addr;
+        bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
         close(fd);
-        if (ok == 0) return candidate;
+        uint16_t port = ntohs(addr.sin_port);
+        if (ok && port != 0 && given.insert(port).second) return port;
     }
-    throw std::runtime_error("free_port: no free port in this process's range");
+    throw std::runtime_error("free_port: the kernel gave no unused port");
 }
 
 std::string cascade_binary() {
@@ -216,7 +222,18 @@ void Daemon::start() {
               static_cast<char*>(nullptr));
         _exit(127);
     }
-    eventually([&] { return http_get(port_, "/v2/").has_value(); }, std::chrono::seconds(30));
+    bool up =
+        eventually([&] { return http_get(port_, "/v2/").has_value(); }, std::chrono::seconds(30));
+    if (!up) {
+        std::string log;
+        try {
+            log = cascade::fs::read_file(log_path_);
+        } catch (...) {
+        }
+        ADD_FAILURE() << "cascade serve did not answer on " << address()
+                      << " within 30 s; its log:\n"
+                      << log;
+    }
 }
 
 std::string Daemon::host() const {
