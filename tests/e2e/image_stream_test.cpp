@@ -8,6 +8,7 @@
 #include <atomic>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "oci/fs.hpp"
@@ -197,6 +198,48 @@ TEST_F(ImageStreamExample, UpThenBaseRebuildCascadesWithoutFailedRequests) {
             EXPECT_EQ(is["status"]["tags"][0]["items"].size(), 2u);
         }
     }
+}
+
+TEST_F(ImageStreamExample, ApplyingAgainChangesNothingAndACrashedDaemonReadoptsItsReplicas) {
+    auto up = daemon->cli({"up", example.string(), "--root", state.string()}, 900s);
+    ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+    auto pods_before = get("deployments");
+
+    // The same objects again: nothing changes, nothing builds.
+    auto again = daemon->cli({"apply", "-f", (example / "cascade.yaml").string()});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_EQ(again.out.find("configured"), std::string::npos) << again.out;
+    EXPECT_EQ(again.out.find("created"), std::string::npos) << again.out;
+    auto builds = get("builds");
+    EXPECT_EQ(builds["items"].size(), 4u) << "one build per config, none more";
+
+    // SIGKILL: the replicas keep running without their daemon …
+    daemon->kill_hard();
+    auto listed = test::run({"runc", "--root", (state / "runc").string(), "list", "-q"}, 30s);
+    size_t running = std::count(listed.out.begin(), listed.out.end(), '\n');
+    EXPECT_EQ(running, 4u) << listed.out;
+
+    // … and a new daemon on the same state root takes them back: same
+    // containers, behind the routes again.
+    daemon->start();
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto r = test::http_get(port_a, "/");
+            return r && r->status == 200;
+        },
+        60s));
+    auto pods_after = get("deployments");
+    for (size_t i = 0; i < pods_before["items"].size(); i++) {
+        std::set<std::string> before, after;
+        for (const auto& p : pods_before["items"][i]["status"]["pods"])
+            before.insert(p["name"]);
+        for (const auto& p : pods_after["items"][i]["status"]["pods"])
+            after.insert(p["name"]);
+        EXPECT_EQ(before, after) << "replicas re-adopted, not replaced";
+    }
+    auto b = test::http_get(port_b, "/");
+    ASSERT_TRUE(b);
+    EXPECT_NE(b->body.find("<h1>app-b</h1>"), std::string::npos);
 }
 
 }  // namespace
