@@ -485,7 +485,10 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
 
     server.Get(R"(/api/v1/([a-z]+))",
                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
-                   send_json(res, list_of(list_kind(ctx, canonical_kind(req.matches[1]))));
+                   auto kind = canonical_kind(req.matches[1]);
+                   auto list = list_of(list_kind(ctx, kind));
+                   list["resource"] = kind;  // the canonical name, for clients' tables
+                   send_json(res, list);
                }));
 
     server.Get(R"(/api/v1/([a-z]+)/([^/]+))",

@@ -175,33 +175,38 @@ void print_objects(const std::string& kind, const std::vector<json>& items, bool
     print_table(rows);
 }
 
-std::string canonical_kind_for_print(std::string kind) {
-    std::transform(kind.begin(), kind.end(), kind.begin(), ::tolower);
-    static const std::map<std::string, std::string> aliases = {{"is", "imagestreams"},
-                                                               {"imagestream", "imagestreams"},
-                                                               {"bc", "buildconfigs"},
-                                                               {"buildconfig", "buildconfigs"},
-                                                               {"build", "builds"},
-                                                               {"dc", "deployments"},
-                                                               {"deploymentconfig", "deployments"},
-                                                               {"deploymentconfigs", "deployments"},
-                                                               {"deployment", "deployments"},
-                                                               {"route", "routes"}};
-    auto it = aliases.find(kind);
-    return it == aliases.end() ? kind : it->second;
+// The table an object's kind is printed in (the daemon resolves aliases).
+std::string resource_of(const json& obj) {
+    static const std::map<std::string, std::string> resources = {
+        {"ImageStream", "imagestreams"},
+        {"BuildConfig", "buildconfigs"},
+        {"Build", "builds"},
+        {"DeploymentConfig", "deployments"},
+        {"Route", "routes"}};
+    auto it = resources.find(obj.value("kind", ""));
+    return it == resources.end() ? obj.value("kind", "") : it->second;
 }
 
-int cmd_get(const Global& g, const std::string& kind_in, const std::string& name,
-            const std::string& output) {
-    auto kind = canonical_kind_for_print(kind_in);
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+    return s;
+}
+
+int cmd_get(const Global& g, std::string kind, std::string name, const std::string& output) {
+    auto slash = kind.find('/');
+    if (name.empty() && slash != std::string::npos) {  // kubectl's KIND/NAME
+        name = kind.substr(slash + 1);
+        kind = kind.substr(0, slash);
+    }
     if (!name.empty()) {
         auto obj = api_get(g, "/api/v1/" + kind + "/" + name);
         if (output == "json") {
             std::cout << obj.dump(2) << "\n";
         } else if (output == "name") {
-            std::cout << kind << "/" << obj["metadata"]["name"].get<std::string>() << "\n";
+            std::cout << lower(obj["kind"]) << "/" << obj["metadata"]["name"].get<std::string>()
+                      << "\n";
         } else {
-            print_objects(kind, {obj}, output == "wide");
+            print_objects(resource_of(obj), {obj}, output == "wide");
         }
         return 0;
     }
@@ -210,11 +215,13 @@ int cmd_get(const Global& g, const std::string& kind_in, const std::string& name
         std::cout << list.dump(2) << "\n";
     } else if (output == "name") {
         for (const auto& item : list["items"])
-            std::cout << kind << "/" << item["metadata"]["name"].get<std::string>() << "\n";
+            std::cout << lower(item["kind"]) << "/" << item["metadata"]["name"].get<std::string>()
+                      << "\n";
     } else if (list["items"].empty()) {
-        std::cerr << "No " << kind << " found.\n";
+        std::cerr << "No " << list.value("resource", kind) << " found.\n";
     } else {
-        print_objects(kind, list["items"].get<std::vector<json>>(), output == "wide");
+        print_objects(list.value("resource", kind), list["items"].get<std::vector<json>>(),
+                      output == "wide");
     }
     return 0;
 }
@@ -223,9 +230,7 @@ int cmd_apply(const Global& g, const std::string& file) {
     auto objects = load_objects(file);
     auto res = api_post(g, "/api/v1/apply", {{"items", objects}});
     for (const auto& r : res["results"]) {
-        std::string kind = r["kind"];
-        std::transform(kind.begin(), kind.end(), kind.begin(), ::tolower);
-        std::cout << kind << "/" << r["name"].get<std::string>() << " "
+        std::cout << lower(r["kind"]) << "/" << r["name"].get<std::string>() << " "
                   << r["result"].get<std::string>() << "\n";
     }
     return 0;
@@ -398,9 +403,7 @@ int cmd_up(const Global& g, const std::string& dir, const std::string& root, int
     auto res = api_post(g, "/api/v1/apply", {{"items", objects}});
     std::set<std::string> known_builds;
     for (const auto& r : res["results"]) {
-        std::string kind = r["kind"];
-        std::transform(kind.begin(), kind.end(), kind.begin(), ::tolower);
-        std::cout << kind << "/" << r["name"].get<std::string>() << " "
+        std::cout << lower(r["kind"]) << "/" << r["name"].get<std::string>() << " "
                   << r["result"].get<std::string>() << "\n";
     }
     std::cout << std::flush;
