@@ -50,20 +50,27 @@ void write_all(int fd, std::string_view data, const std::string& what_path) {
     }
 }
 
-std::string read_file(const std::filesystem::path& path) {
-    Fd fd = open_or_throw(path, O_RDONLY);
+std::string read_all(int fd, const std::string& where, size_t limit) {
     std::string out;
     char buf[65536];
     while (true) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0) {
             if (errno == EINTR) continue;
-            throw sys_error("read", path.string(), errno);
+            throw sys_error("read", where, errno);
         }
         if (n == 0) break;
         out.append(buf, static_cast<size_t>(n));
+        if (out.size() > limit)
+            throw Error(where + " is larger than " + std::to_string(limit) +
+                        " bytes; refusing to read it");
     }
     return out;
+}
+
+std::string read_file(const std::filesystem::path& path) {
+    Fd fd = open_or_throw(path, O_RDONLY);
+    return read_all(fd.get(), path.string());
 }
 
 std::string random_hex(size_t n) {

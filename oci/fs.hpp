@@ -3,6 +3,7 @@
 // removed on scope exit, and whole-file reads.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -34,6 +35,10 @@ Fd open_or_throw(const std::filesystem::path& path, int flags, int mode = 0644);
 
 // Writes all of `data` to fd, retrying on EINTR/short writes. Throws on error.
 void write_all(int fd, std::string_view data, const std::string& what_path = {});
+
+// Reads from fd until EOF, retrying on EINTR. Throws cascade::Error naming
+// `where` on a read error, or when more than `limit` bytes arrive.
+std::string read_all(int fd, const std::string& where, size_t limit = SIZE_MAX);
 
 // Reads a whole file. Throws cascade::Error naming the path on failure.
 std::string read_file(const std::filesystem::path& path);

@@ -115,20 +115,7 @@ std::optional<std::string> read_in_root(const stdfs::path& rootfs, const std::st
         throw Error(where + " is not a regular file; the image's account database is unusable");
     if (static_cast<size_t>(st.st_size) > kMaxAccountFile)
         throw Error(where + " is larger than 16 MiB; refusing to read it");
-    std::string out;
-    char buf[8192];
-    while (true) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw sys_error("read", where, errno);
-        }
-        if (n == 0) break;
-        out.append(buf, static_cast<size_t>(n));
-        if (out.size() > kMaxAccountFile)
-            throw Error(where + " is larger than 16 MiB; refusing to read it");
-    }
-    return out;
+    return fs::read_all(fd.get(), where, kMaxAccountFile);
 }
 
 struct PasswdEntry {
