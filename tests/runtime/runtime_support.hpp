@@ -91,20 +91,7 @@ inline bool is_mounted(const stdfs::path& path) {
     return false;
 }
 
-// Mount points at or below `dir`.
-inline std::vector<std::string> mounts_under(const stdfs::path& dir) {
-    std::vector<std::string> out;
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    auto prefix = stdfs::weakly_canonical(dir).string();
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string id, parent, dev, root, target;
-        fields >> id >> parent >> dev >> root >> target;
-        if (target == prefix || target.rfind(prefix + "/", 0) == 0) out.push_back(target);
-    }
-    return out;
-}
+using test::mounts_under;
 
 // True while a process with this pid exists (zombies included).
 inline bool process_exists(int pid) {

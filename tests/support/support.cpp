@@ -273,6 +273,20 @@ Daemon::~Daemon() {
     }
 }
 
+std::vector<std::string> mounts_under(const std::filesystem::path& dir) {
+    std::vector<std::string> out;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    auto prefix = std::filesystem::weakly_canonical(dir).string();
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, dev, root, target;
+        fields >> id >> parent >> dev >> root >> target;
+        if (target == prefix || target.rfind(prefix + "/", 0) == 0) out.push_back(target);
+    }
+    return out;
+}
+
 void cleanup_state_root(const std::filesystem::path& dir) {
     auto runc_root = dir / "runc";
     if (std::filesystem::exists(runc_root)) {
@@ -289,16 +303,7 @@ void cleanup_state_root(const std::filesystem::path& dir) {
         }
     }
     // Unmount deepest first.
-    std::ifstream mounts("/proc/self/mounts");
-    std::vector<std::string> targets;
-    std::string line;
-    std::string prefix = std::filesystem::weakly_canonical(dir).string() + "/";
-    while (std::getline(mounts, line)) {
-        std::istringstream fields(line);
-        std::string source, target;
-        fields >> source >> target;
-        if (target.rfind(prefix, 0) == 0) targets.push_back(target);
-    }
+    auto targets = mounts_under(dir);
     std::sort(targets.rbegin(), targets.rend());
     for (auto& t : targets)
         umount2(t.c_str(), MNT_DETACH);

@@ -75,6 +75,9 @@ class Daemon {
     std::string log_path_;
 };
 
+// Mount points at or below `dir` (this process's mount namespace).
+std::vector<std::string> mounts_under(const std::filesystem::path& dir);
+
 // Removes every runc container whose state lives under `runc_root`, and
 // unmounts every mount point under `dir`. For test teardown.
 void cleanup_state_root(const std::filesystem::path& dir);
