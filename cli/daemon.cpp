@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cli/api.hpp"
+#include "cli/config.hpp"
 #include "engine/build_controller.hpp"
 #include "engine/builder.hpp"
 #include "oci/error.hpp"
@@ -66,9 +67,16 @@ fs::Fd lock_root(const std::filesystem::path& root) {
 }  // namespace
 
 int serve(const ServeOptions& options) {
-    auto [host, port] = split_listen(options.listen);
-    fs::make_dirs(options.root);
-    auto root = std::filesystem::canonical(options.root);
+    ServerConfig config;
+    if (!options.config.empty()) config = load_server_config(options.config);
+    if (options.insecure) config.insecure = true;
+    std::string listen =
+        !options.listen.empty() ? options.listen : config.listen.value_or(kDefaultListen);
+    std::filesystem::path root_dir =
+        !options.root.empty() ? options.root : config.root.value_or(kDefaultRoot);
+    auto [host, port] = split_listen(listen);
+    fs::make_dirs(root_dir);
+    auto root = std::filesystem::canonical(root_dir);
     auto lock = lock_root(root);
 
     // Block the stop signals in every thread; one thread waits for them.
@@ -114,7 +122,7 @@ int serve(const ServeOptions& options) {
 
     if (!server.bind_to_port(host, port)) {
         store.unsubscribe(sub);
-        throw Error("cannot listen on " + options.listen +
+        throw Error("cannot listen on " + listen +
                     ": the address is in use or not local (pass --listen HOST:PORT)");
     }
     std::thread signal_waiter([&] {
@@ -123,8 +131,8 @@ int serve(const ServeOptions& options) {
         log_line("Stopping", std::string("on ") + strsignal(sig));
         server.stop();
     });
-    log_line("Serving", "registry and API on http://" + options.listen + " (state root " +
-                            root.string() + ")");
+    log_line("Serving",
+             "registry and API on http://" + listen + " (state root " + root.string() + ")");
     server.listen_after_bind();
 
     // Shut down in order: no new events, controllers stop, replicas stop.

@@ -9,9 +9,15 @@
 namespace cascade::cli {
 
 struct ServeOptions {
-    std::filesystem::path root = "/var/lib/cascade";
-    std::string listen = "127.0.0.1:5000";
+    // Empty: the configuration file's value, else the default.
+    std::filesystem::path root;
+    std::string listen;
+    std::filesystem::path config;  // `--config FILE` (cli/config.hpp)
+    bool insecure = false;
 };
+
+constexpr const char* kDefaultRoot = "/var/lib/cascade";
+constexpr const char* kDefaultListen = "127.0.0.1:5000";
 
 // Runs the daemon in the foreground; returns the process exit code.
 int serve(const ServeOptions& options);

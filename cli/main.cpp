@@ -472,9 +472,14 @@ int main(int argc, char** argv) {
 
     ServeOptions serve_opts;
     auto* serve_cmd = app.add_subcommand("serve", "run the daemon in the foreground");
-    serve_cmd->add_option("--root", serve_opts.root, "state root")->capture_default_str();
-    serve_cmd->add_option("--listen", serve_opts.listen, "HOST:PORT for the registry and API")
-        ->capture_default_str();
+    serve_cmd->add_option("--root", serve_opts.root,
+                          std::string("state root (default ") + kDefaultRoot + ")");
+    serve_cmd->add_option(
+        "--listen", serve_opts.listen,
+        std::string("HOST:PORT for the registry and API (default ") + kDefaultListen + ")");
+    serve_cmd->add_option("-c,--config", serve_opts.config, "configuration file (YAML)");
+    serve_cmd->add_flag("--insecure", serve_opts.insecure,
+                        "allow a non-loopback address without authentication and TLS");
 
     std::string tag, file, target, network = "host";
     std::vector<std::string> build_args;

@@ -201,8 +201,20 @@ std::optional<HttpResponse> http_get(uint16_t port, const std::string& path,
     return response;
 }
 
-Daemon::Daemon(std::filesystem::path root, uint16_t port)
-    : root_(std::move(root)), port_(port ? port : free_port()) {
+bool port_open(uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    close(fd);
+    return ok;
+}
+
+Daemon::Daemon(std::filesystem::path root, uint16_t port, std::vector<std::string> extra_args)
+    : root_(std::move(root)), port_(port ? port : free_port()), extra_args_(std::move(extra_args)) {
     log_path_ = (root_.parent_path() / ("daemon-" + std::to_string(port_) + ".log")).string();
     start();
 }
@@ -215,15 +227,17 @@ void Daemon::start() {
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        std::string bin = cascade_binary();
-        std::string listen = address();
-        std::string root = root_.string();
-        execl(bin.c_str(), bin.c_str(), "serve", "--root", root.c_str(), "--listen", listen.c_str(),
-              static_cast<char*>(nullptr));
+        std::vector<std::string> args{cascade_binary(), "serve",    "--root",
+                                      root_.string(),   "--listen", address()};
+        args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        execv(argv[0], argv.data());
         _exit(127);
     }
-    bool up =
-        eventually([&] { return http_get(port_, "/v2/").has_value(); }, std::chrono::seconds(30));
+    bool up = eventually([&] { return port_open(port_); }, std::chrono::seconds(30));
     if (!up) {
         std::string log;
         try {

@@ -48,11 +48,16 @@ std::optional<HttpResponse> http_get(
     uint16_t port, const std::string& path = "/", const std::string& host = "127.0.0.1",
     std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
 
-// `cascade serve --root <root> --listen 127.0.0.1:<port>` in the background.
-// The destructor stops it (SIGTERM, then SIGKILL after 20 s) and waits.
+// True when a TCP connection to 127.0.0.1:port is accepted.
+bool port_open(uint16_t port);
+
+// `cascade serve --root <root> --listen 127.0.0.1:<port> extra_args…` in the
+// background; ready once the port accepts connections. The destructor stops
+// it (SIGTERM, then SIGKILL after 20 s) and waits.
 class Daemon {
   public:
-    explicit Daemon(std::filesystem::path root, uint16_t port = 0);
+    explicit Daemon(std::filesystem::path root, uint16_t port = 0,
+                    std::vector<std::string> extra_args = {});
     ~Daemon();
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
@@ -72,6 +77,7 @@ class Daemon {
     std::filesystem::path root_;
     uint16_t port_;
     int pid_ = -1;
+    std::vector<std::string> extra_args_;
     std::string log_path_;
 };
 

@@ -1,0 +1,87 @@
+// The daemon's configuration file (`cascade serve --config FILE`), YAML:
+//
+//   listen: 127.0.0.1:5000          # --listen overrides
+//   root: /var/lib/cascade          # --root overrides
+//   insecure: false                 # allow a non-loopback listener without auth+TLS
+//   tls:
+//     certificate: /etc/cascade/tls.crt
+//     key: /etc/cascade/tls.key
+//   auth:
+//     htpasswd: /etc/cascade/htpasswd   # bcrypt entries (htpasswd -B)
+//     realm: cascade
+//     admins: [alice]                   # may use the mutating /api/v1/ calls
+//   access:                             # first rule whose pattern matches wins
+//     - repository: "team-a/*"          # glob over repository names
+//       pull: ["*"]                     # user names; "*" = any authenticated user,
+//       push: [alice]                   #   "anonymous" = no credentials needed
+//   gc:
+//     keepGenerations: 5                # history generations of each tag kept
+//     graceSeconds: 600                 # never sweep what is younger than this
+//   uploads:
+//     expireSeconds: 86400              # abandoned upload sessions are removed
+//   imports:
+//     intervalSeconds: 900              # scheduled re-check of imported tags
+//   notifications:                      # webhooks for tag moves
+//     - name: ci
+//       url: http://127.0.0.1:9000/hook
+//       headers: {Authorization: "Bearer s3cret"}
+//       timeoutSeconds: 5
+//       maxAttempts: 10
+//
+// Every field is optional; a missing file section means its defaults. Unknown
+// keys are errors (a typo must not silently disable auth).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cascade::cli {
+
+struct AccessRule {
+    std::string repository = "*";  // glob: * matches within and across '/'
+    std::vector<std::string> pull;
+    std::vector<std::string> push;
+};
+
+struct WebhookEndpoint {
+    std::string name;
+    std::string url;
+    std::map<std::string, std::string> headers;
+    int timeout_seconds = 5;
+    int max_attempts = 10;
+};
+
+struct ServerConfig {
+    std::optional<std::string> listen;
+    std::optional<std::filesystem::path> root;
+    bool insecure = false;
+
+    std::filesystem::path tls_certificate;  // empty: plain HTTP
+    std::filesystem::path tls_key;
+
+    std::filesystem::path htpasswd;  // empty: no authentication
+    std::string realm = "cascade";
+    std::vector<std::string> admins;
+    std::vector<AccessRule> access;
+
+    int gc_keep_generations = 5;
+    int64_t gc_grace_seconds = 600;
+    int64_t upload_expire_seconds = 24 * 3600;
+    int64_t import_interval_seconds = 15 * 60;
+
+    std::vector<WebhookEndpoint> notifications;
+
+    bool tls() const { return !tls_certificate.empty(); }
+    bool auth() const { return !htpasswd.empty(); }
+};
+
+// Reads and validates a configuration file; throws cascade::Error naming the
+// file and the key on any problem. Relative paths are resolved against the
+// file's directory.
+ServerConfig load_server_config(const std::filesystem::path& file);
+
+}  // namespace cascade::cli
