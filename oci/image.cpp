@@ -192,7 +192,8 @@ void check_schema_version(const json& j, const Where& w) {
 json parse_json(std::string_view bytes, std::string_view what) {
     try {
         return json::parse(bytes);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
+        // parse_error, and out_of_range for a number too large for a double ("1e400").
         throw Error(std::string(what) + " is not valid JSON: " + e.what());
     }
 }

@@ -205,6 +205,10 @@ Reference Reference::normalized() const {
     if (r.domain == "docker.io" && r.path.find('/') == std::string::npos)
         r.path = "library/" + r.path;
     if (r.tag.empty() && !r.digest) r.tag = "latest";
+    if (r.domain.size() + 1 + r.path.size() > kMaxNameLength)
+        throw Error("invalid image reference \"" + str().substr(0, 300) + "\": the name \"" +
+                    r.domain + "/" + r.path + "\" is longer than " +
+                    std::to_string(kMaxNameLength) + " characters; use a shorter repository path");
     return r;
 }
 

@@ -23,6 +23,8 @@ struct Reference {
 
     // docker.io normalisation: no domain → "docker.io"; a single-component
     // path on docker.io → "library/<path>"; no tag and no digest → "latest".
+    // Throws cascade::Error when the normalised name (domain and path) would be
+    // longer than the 255 characters `parse` accepts, as Docker does.
     Reference normalized() const;
 
     // "domain/path:tag@digest" with the parts that are set.
