@@ -1,5 +1,6 @@
 #include "registry/store.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -50,6 +51,29 @@ CREATE TABLE registry_tag_history (
     PRIMARY KEY (repository, tag, generation)
 );
 )sql";
+
+// OCI 1.1 referrers: one row per manifest that names a subject, so the
+// referrers API is an index lookup. The rows go with their manifest.
+// Tag history keeps the manifest's media type and size, so the history of a
+// tag can be listed as descriptors after a manifest was deleted.
+constexpr const char* kReferrersSchema = R"sql(
+CREATE TABLE registry_referrers (
+    repository    TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    media_type    TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    artifact_type TEXT NOT NULL,
+    annotations   TEXT NOT NULL,
+    PRIMARY KEY (repository, subject, digest),
+    FOREIGN KEY (repository, digest)
+        REFERENCES registry_manifests(repository, digest) ON DELETE CASCADE
+);
+CREATE INDEX registry_referrers_by_manifest ON registry_referrers(repository, digest);
+ALTER TABLE registry_tag_history ADD COLUMN media_type TEXT;
+ALTER TABLE registry_tag_history ADD COLUMN size INTEGER;
+)sql";
+constexpr const char* kReferrersMigration = "registry-0002-referrers";
 
 int64_t now_seconds() {
     return static_cast<int64_t>(std::time(nullptr));
@@ -109,9 +133,11 @@ std::optional<TagEvent> move_tag(Database& db, const std::string& repo, const st
         "ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, "
         "updated = excluded.updated",
         {repo, tag, digest.str(), e.time});
+    // The manifest's descriptor as of now: history outlives the manifest.
     db.query(
-        "INSERT INTO registry_tag_history (repository, tag, generation, digest, time, cause) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO registry_tag_history (repository, tag, generation, digest, time, cause, "
+        "media_type, size) SELECT ?1, ?2, ?3, ?4, ?5, ?6, m.media_type, m.size "
+        "FROM registry_manifests m WHERE m.repository = ?1 AND m.digest = ?4",
         {repo, tag, e.generation, digest.str(), e.time, cause});
     return e;
 }
@@ -120,6 +146,9 @@ std::optional<TagEvent> move_tag(Database& db, const std::string& repo, const st
 struct References {
     std::vector<std::pair<std::string, oci::Descriptor>> blobs;      // (role, descriptor)
     std::vector<std::pair<std::string, oci::Descriptor>> manifests;  // index children
+    std::optional<oci::Digest> subject;
+    std::string artifact_type;  // as the referrers API lists it
+    oci::Annotations annotations;
 };
 
 // Validates the document and returns its media type and references.
@@ -163,11 +192,17 @@ std::pair<std::string, References> inspect_manifest(std::string_view bytes,
             for (size_t i = 0; i < index.manifests.size(); i++)
                 refs.manifests.emplace_back("manifests[" + std::to_string(i) + "]",
                                             index.manifests[i]);
+            if (index.subject) refs.subject = index.subject->digest;
+            refs.artifact_type = index.artifact_type;
+            refs.annotations = index.annotations;
         } else if (oci::media::is_manifest(type)) {
             oci::Manifest m = oci::parse_manifest(bytes);
             refs.blobs.emplace_back("config", m.config);
             for (size_t i = 0; i < m.layers.size(); i++)
                 refs.blobs.emplace_back("layers[" + std::to_string(i) + "]", m.layers[i]);
+            if (m.subject) refs.subject = m.subject->digest;
+            refs.artifact_type = m.artifact_type.empty() ? m.config.media_type : m.artifact_type;
+            refs.annotations = m.annotations;
         } else {
             throw ManifestInvalid("unsupported manifest media type " + type);
         }
@@ -183,23 +218,65 @@ std::pair<std::string, References> inspect_manifest(std::string_view bytes,
 
 Store::Store(BlobStore& blobs, Database& db) : blobs_(blobs), db_(db) {
     db_.migrate("registry-0001-store", kSchema);
+    db_.transaction([&] {
+        bool fresh =
+            !db_.row("SELECT 1 FROM schema_migrations WHERE name = ?1", {kReferrersMigration});
+        db_.migrate(kReferrersMigration, kReferrersSchema);
+        if (fresh) backfill_referrers();
+    });
+    // When each blob link was made: garbage collection spares young links.
+    db_.migrate("registry-gc-0001-link-times",
+                "ALTER TABLE registry_blob_links ADD COLUMN linked INTEGER NOT NULL DEFAULT 0;");
+}
+
+// Manifests stored before the referrers table existed: their subjects are
+// read once, when the table is created.
+void Store::backfill_referrers() {
+    for (const auto& r :
+         db_.rows("SELECT repository, digest, media_type FROM registry_manifests")) {
+        auto digest = oci::Digest::try_parse(as_text(r[1]));
+        if (!digest || !blobs_.has(*digest)) continue;
+        try {
+            auto bytes = blobs_.read(*digest);
+            auto refs = inspect_manifest(bytes, as_text(r[2])).second;
+            if (!refs.subject) continue;
+            db_.query(
+                "INSERT OR IGNORE INTO registry_referrers (repository, subject, digest, "
+                "media_type, size, artifact_type, annotations) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                {as_text(r[0]), refs.subject->str(), digest->str(), as_text(r[2]),
+                 static_cast<int64_t>(bytes.size()), refs.artifact_type,
+                 nlohmann::json(refs.annotations).dump()});
+        } catch (const std::exception&) {
+            // Not a manifest this store can read any more: it has no referrer row.
+        }
+    }
 }
 
 oci::Digest Store::put_manifest(const std::string& repo, std::string_view bytes,
                                 const std::string& media_type, const std::string& tag,
                                 const std::string& cause) {
+    ManifestPush how;
+    if (!tag.empty()) how.tags.push_back(tag);
+    how.cause = cause;
+    return push_manifest(repo, bytes, media_type, how).digest;
+}
+
+PushedManifest Store::push_manifest(const std::string& repo, std::string_view bytes,
+                                    const std::string& content_type, const ManifestPush& how) {
     check_repository(repo);
-    if (!tag.empty()) check_tag(tag);
-    auto [type, refs] = inspect_manifest(bytes, media_type);
+    BlobHold hold(*this);
+    for (const auto& tag : how.tags)
+        check_tag(tag);
+    auto [type, refs] = inspect_manifest(bytes, content_type);
     oci::Digest digest = oci::Digest::sha256_of(bytes);
 
     for (auto& [role, d] : refs.blobs) {
         if (!d.urls.empty()) continue;  // foreign layers live elsewhere
         auto size = blobs_.size(d.digest);
-        if (!size)
+        if (!size || (how.require_linked_blobs && !repo_has_blob(repo, d.digest)))
             throw ManifestBlobUnknown("manifest " + digest.str() + " for " + repo + " references " +
-                                      role + " blob " + d.digest.str() +
-                                      " which is not in the registry; push the blob first");
+                                      role + " blob " + d.digest.str() + " which is not in " +
+                                      repo + "; push the blob (or mount it) first");
         if (*size != d.size)
             throw ManifestInvalid("manifest " + digest.str() + " for " + repo + ": " + role +
                                   " descriptor says " + std::to_string(d.size) +
@@ -211,7 +288,7 @@ oci::Digest Store::put_manifest(const std::string& repo, std::string_view bytes,
     // transaction below is harmless (content-addressed, collected later).
     blobs_.put(bytes);
 
-    std::optional<TagEvent> event;
+    std::vector<TagEvent> events;
     db_.transaction([&] {
         for (auto& [role, d] : refs.manifests)
             if (!has_manifest(repo, d.digest))
@@ -226,13 +303,21 @@ oci::Digest Store::put_manifest(const std::string& repo, std::string_view bytes,
         for (auto& [role, d] : refs.blobs)
             if (d.urls.empty())
                 db_.query(
-                    "INSERT OR IGNORE INTO registry_blob_links (repository, digest) VALUES (?1, "
-                    "?2)",
-                    {repo, d.digest.str()});
-        if (!tag.empty()) event = move_tag(db_, repo, tag, digest, cause);
-        if (event) db_.after_commit([this, e = *event] { publish(e); });
+                    "INSERT OR IGNORE INTO registry_blob_links (repository, digest, linked) "
+                    "VALUES (?1, ?2, ?3)",
+                    {repo, d.digest.str(), now_seconds()});
+        if (refs.subject)
+            db_.query(
+                "INSERT OR IGNORE INTO registry_referrers (repository, subject, digest, "
+                "media_type, size, artifact_type, annotations) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                {repo, refs.subject->str(), digest.str(), type, static_cast<int64_t>(bytes.size()),
+                 refs.artifact_type, nlohmann::json(refs.annotations).dump()});
+        for (const auto& tag : how.tags)
+            if (auto e = move_tag(db_, repo, tag, digest, how.cause)) events.push_back(*e);
+        for (const auto& e : events)
+            db_.after_commit([this, e] { publish(e); });
     });
-    return digest;
+    return {digest, type, refs.subject};
 }
 
 std::optional<ManifestRecord> Store::resolve(const std::string& repo,
@@ -328,14 +413,18 @@ std::vector<TagHistoryEntry> Store::tag_history(const std::string& repo,
                                                 const std::string& tag) const {
     std::vector<TagHistoryEntry> out;
     db_.query(
-        "SELECT generation, digest, time, cause FROM registry_tag_history "
-        "WHERE repository = ?1 AND tag = ?2 ORDER BY generation DESC",
+        "SELECT h.generation, h.digest, h.time, h.cause, COALESCE(h.media_type, m.media_type), "
+        "COALESCE(h.size, m.size) FROM registry_tag_history h "
+        "LEFT JOIN registry_manifests m ON m.repository = h.repository AND m.digest = h.digest "
+        "WHERE h.repository = ?1 AND h.tag = ?2 ORDER BY h.generation DESC",
         {repo, tag}, [&](const Database::Row& r) {
             TagHistoryEntry e;
             e.generation = as_int(r[0]);
             e.digest = oci::Digest::parse(as_text(r[1]));
             e.time = as_int(r[2]);
             e.cause = as_text(r[3]);
+            if (!is_null(r[4])) e.media_type = as_text(r[4]);
+            if (!is_null(r[5])) e.size = as_int(r[5]);
             out.push_back(std::move(e));
         });
     return out;
@@ -350,10 +439,17 @@ bool Store::has_manifest(const std::string& repo, const oci::Digest& digest) con
 
 void Store::link_blob(const std::string& repo, const oci::Digest& digest) {
     check_repository(repo);
+    BlobHold hold(*this);
+    if (!blobs_.has(digest))
+        throw ManifestBlobUnknown("cannot link blob " + digest.str() + " to " + repo +
+                                  ": it is not in the store (garbage collection may have removed "
+                                  "it just before); push the blob again");
     db_.transaction([&] {
         ensure_repository(db_, repo);
-        db_.query("INSERT OR IGNORE INTO registry_blob_links (repository, digest) VALUES (?1, ?2)",
-                  {repo, digest.str()});
+        db_.query(
+            "INSERT INTO registry_blob_links (repository, digest, linked) VALUES (?1, ?2, ?3) "
+            "ON CONFLICT (repository, digest) DO UPDATE SET linked = excluded.linked",
+            {repo, digest.str(), now_seconds()});
     });
 }
 
@@ -362,6 +458,61 @@ bool Store::repo_has_blob(const std::string& repo, const oci::Digest& digest) co
         .row("SELECT 1 FROM registry_blob_links WHERE repository = ?1 AND digest = ?2",
              {repo, digest.str()})
         .has_value();
+}
+
+bool Store::unlink_blob(const std::string& repo, const oci::Digest& digest) {
+    int64_t n = 0;
+    db_.transaction([&] {
+        n = db_.query("DELETE FROM registry_blob_links WHERE repository = ?1 AND digest = ?2",
+                      {repo, digest.str()});
+    });
+    return n > 0;
+}
+
+std::vector<Referrer> Store::referrers(const std::string& repo, const oci::Digest& subject,
+                                       const std::string& artifact_type) const {
+    std::vector<Referrer> out;
+    std::string sql =
+        "SELECT digest, media_type, size, artifact_type, annotations FROM registry_referrers "
+        "WHERE repository = ?1 AND subject = ?2";
+    std::vector<SqlValue> params = {repo, subject.str()};
+    if (!artifact_type.empty()) {
+        sql += " AND artifact_type = ?3";
+        params.emplace_back(artifact_type);
+    }
+    sql += " ORDER BY rowid";
+    db_.query(sql, params, [&](const Database::Row& r) {
+        Referrer ref;
+        ref.digest = oci::Digest::parse(as_text(r[0]));
+        ref.media_type = as_text(r[1]);
+        ref.size = as_int(r[2]);
+        ref.artifact_type = as_text(r[3]);
+        auto annotations = nlohmann::json::parse(as_text(r[4]), nullptr, false);
+        if (annotations.is_object())
+            for (auto& [k, v] : annotations.items())
+                if (v.is_string()) ref.annotations[k] = v.get<std::string>();
+        out.push_back(std::move(ref));
+    });
+    return out;
+}
+
+namespace {
+// The stores whose blob lock this thread holds shared (holds nest).
+thread_local std::vector<const Store*> held_blob_locks;
+}  // namespace
+
+Store::BlobHold::BlobHold(Store& store) : store_(store) {
+    if (std::find(held_blob_locks.begin(), held_blob_locks.end(), &store) != held_blob_locks.end())
+        return;
+    store_.blob_mu_.lock_shared();
+    held_blob_locks.push_back(&store);
+    owner_ = true;
+}
+
+Store::BlobHold::~BlobHold() {
+    if (!owner_) return;
+    std::erase(held_blob_locks, &store_);
+    store_.blob_mu_.unlock_shared();
 }
 
 int Store::subscribe(Subscriber fn) {

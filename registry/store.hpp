@@ -11,6 +11,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,38 @@ struct TagHistoryEntry {
     oci::Digest digest;
     int64_t time = 0;
     std::string cause;
+    // The manifest as it was when the tag moved (kept after it is deleted);
+    // empty / 0 only for moves recorded before the store kept them and whose
+    // manifest is gone.
+    std::string media_type;
+    int64_t size = 0;
+};
+
+// A manifest in a repository whose `subject` is some digest (OCI 1.1
+// referrers), described as the referrers API lists it.
+struct Referrer {
+    oci::Digest digest;
+    std::string media_type;
+    int64_t size = 0;
+    std::string artifact_type;  // manifest artifactType, else config mediaType; index: may be ""
+    oci::Annotations annotations;
+};
+
+// How a manifest is stored by push_manifest.
+struct ManifestPush {
+    std::vector<std::string> tags;  // moved to the manifest, in the same transaction
+    std::string cause = "push";
+    // Every blob the manifest references must already be linked to the
+    // repository (pushed or mounted there), not merely present in the store:
+    // what HTTP clients send, so that a digest alone never grants access to
+    // another repository's blobs.
+    bool require_linked_blobs = false;
+};
+
+struct PushedManifest {
+    oci::Digest digest;
+    std::string media_type;
+    std::optional<oci::Digest> subject;
 };
 
 struct ManifestRecord {
@@ -59,6 +92,12 @@ class Store {
     oci::Digest put_manifest(const std::string& repo, std::string_view bytes,
                              const std::string& media_type, const std::string& tag = {},
                              const std::string& cause = "push");
+    // The same with any number of tags; `content_type` may carry parameters
+    // or be generic (then the document's mediaType or shape decides). A
+    // manifest with a `subject` is recorded as a referrer of that digest (the
+    // subject need not exist).
+    PushedManifest push_manifest(const std::string& repo, std::string_view bytes,
+                                 const std::string& content_type, const ManifestPush& how);
 
     // Looks up a manifest by tag or digest string within `repo`.
     std::optional<ManifestRecord> resolve(const std::string& repo,
@@ -83,6 +122,35 @@ class Store {
     // Records that `repo` may serve this blob (after a push or mount).
     void link_blob(const std::string& repo, const oci::Digest& digest);
     bool repo_has_blob(const std::string& repo, const oci::Digest& digest) const;
+    // Removes the link (DELETE /v2/<repo>/blobs/<digest>); the file stays for
+    // the garbage collector. False when `repo` did not hold it.
+    bool unlink_blob(const std::string& repo, const oci::Digest& digest);
+
+    // Manifests in `repo` whose subject is `subject`, oldest first; only those
+    // of `artifact_type` when it is non-empty.
+    std::vector<Referrer> referrers(const std::string& repo, const oci::Digest& subject,
+                                    const std::string& artifact_type = {}) const;
+
+    // Garbage collection's guard (registry/gc.hpp): whatever makes a blob
+    // reachable (committing and linking it, storing a manifest that
+    // references it) holds it shared, the sweep exclusively, so a blob is
+    // never removed between its commit or existence check and its link. A
+    // thread may nest holds. Take it before, never inside, a transaction.
+    class BlobHold {
+      public:
+        explicit BlobHold(Store& store);
+        ~BlobHold();
+        BlobHold(const BlobHold&) = delete;
+        BlobHold& operator=(const BlobHold&) = delete;
+
+      private:
+        Store& store_;
+        bool owner_ = false;
+    };
+    [[nodiscard]] BlobHold hold_blobs() { return BlobHold(*this); }
+    [[nodiscard]] std::unique_lock<std::shared_mutex> exclusive_blob_lock() {
+        return std::unique_lock(blob_mu_);
+    }
 
     // Subscribers are called after a tag move committed, on the thread that
     // moved it. They must not block for long.
@@ -91,9 +159,11 @@ class Store {
     void unsubscribe(int id);
 
   private:
+    void backfill_referrers();
     void publish(const TagEvent& e);
     BlobStore& blobs_;
     Database& db_;
+    std::shared_mutex blob_mu_;  // see BlobHold
     std::mutex subs_mu_;
     std::vector<std::pair<int, Subscriber>> subs_;
     int next_sub_ = 1;

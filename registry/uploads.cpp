@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <random>
+#include <string_view>
+#include <vector>
 
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
@@ -23,6 +26,12 @@ class UploadSessions::Session {
     bool gone = false;
 
     std::filesystem::path data_path() const { return dir / "data"; }
+
+    // Marks the session as active now (its data file's mtime). Best effort:
+    // a session that cannot be touched merely expires earlier.
+    void touch() {
+        if (fd.get() >= 0) ::futimens(fd.get(), nullptr);
+    }
 
     void require_live(const std::string& id) const {
         if (gone) throw Error("upload " + id + " is finished or cancelled");
@@ -66,7 +75,26 @@ std::string new_uuid() {
     return buf;
 }
 
-bool valid_id(const std::string& id) {
+constexpr std::string_view kDirPrefix = "upload-";
+
+// Modification time of the session's data file (of its directory when the
+// data file is missing), or nullopt when neither exists.
+std::optional<std::chrono::nanoseconds> last_activity(const std::filesystem::path& dir) {
+    struct stat st;
+    if (::stat((dir / "data").c_str(), &st) != 0 && ::stat(dir.c_str(), &st) != 0)
+        return std::nullopt;
+    return std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec);
+}
+
+std::chrono::nanoseconds wall_now() {
+    struct timespec ts;
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+}  // namespace
+
+bool UploadSessions::valid_id(const std::string& id) {
     if (id.size() != 36) return false;
     for (size_t i = 0; i < id.size(); i++) {
         char c = id[i];
@@ -76,10 +104,8 @@ bool valid_id(const std::string& id) {
     return true;
 }
 
-}  // namespace
-
 std::filesystem::path UploadSessions::dir_of(const std::string& id) const {
-    return blobs_.ingest_dir() / ("upload-" + id);
+    return blobs_.ingest_dir() / (std::string(kDirPrefix) + id);
 }
 
 std::string UploadSessions::create(const std::string& repository) {
@@ -136,10 +162,15 @@ std::shared_ptr<UploadSessions::Session> UploadSessions::find(const std::string&
             sessions_.erase(it);
             return nullptr;
         }
-        return it->second->repository == repository ? it->second : nullptr;
+        if (it->second->repository != repository) return nullptr;
+        it->second->touch();
+        return it->second;
     }
     auto s = load(repository, id);
-    if (s) sessions_[id] = s;
+    if (s) {
+        s->touch();
+        sessions_[id] = s;
+    }
     return s;
 }
 
@@ -167,9 +198,16 @@ int64_t UploadSessions::size(Session& s) {
     return s.size;
 }
 
-bool UploadSessions::append(Session& s, const std::function<bool(const Receiver&)>& read) {
+bool UploadSessions::append(Session& s, const std::function<bool(const Receiver&)>& read,
+                            std::optional<int64_t> expected_offset) {
     std::lock_guard lock(s.mu);
     if (s.gone) throw Error("upload in " + s.dir.string() + " is finished or cancelled");
+    if (expected_offset && *expected_offset != s.size)
+        throw UploadOffsetMismatch("the chunk starts at byte " + std::to_string(*expected_offset) +
+                                       " but the upload has " + std::to_string(s.size) +
+                                       " bytes; send the chunk that starts at byte " +
+                                       std::to_string(s.size),
+                                   s.size);
     s.ensure_hash();
     int64_t good = s.size;
     std::string error;
@@ -221,6 +259,48 @@ void UploadSessions::finish(const std::string& id, Session& s, const oci::Digest
         fs::remove_tree(s.dir);
     }
     forget(id);
+}
+
+size_t UploadSessions::expire(int64_t max_idle_seconds) {
+    auto limit = std::chrono::seconds(max_idle_seconds);
+    std::vector<std::string> candidates;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(blobs_.ingest_dir(), ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        if (!name.starts_with(kDirPrefix)) continue;
+        std::string id = name.substr(kDirPrefix.size());
+        if (!valid_id(id)) continue;
+        auto active = last_activity(it->path());
+        if (active && wall_now() - *active > limit) candidates.push_back(id);
+    }
+
+    size_t removed = 0;
+    for (const auto& id : candidates) {
+        // Holding mu_ keeps find() from loading or handing out the session
+        // while it is judged; a session busy with a request is in use, not idle.
+        std::lock_guard lock(mu_);
+        auto dir = dir_of(id);
+        auto it = sessions_.find(id);
+        std::unique_lock<std::mutex> session_lock;
+        if (it != sessions_.end()) {
+            session_lock = std::unique_lock(it->second->mu, std::try_to_lock);
+            if (!session_lock.owns_lock() || it->second->gone) continue;
+        }
+        auto active = last_activity(dir);
+        if (!active || wall_now() - *active <= limit) continue;
+        if (it != sessions_.end()) {
+            it->second->gone = true;
+            it->second->fd.reset();
+        }
+        fs::remove_tree(dir);
+        if (it != sessions_.end()) {
+            session_lock.unlock();
+            sessions_.erase(it);
+        }
+        removed++;
+    }
+    return removed;
 }
 
 }  // namespace cascade::registry

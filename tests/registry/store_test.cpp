@@ -259,5 +259,124 @@ TEST_F(StoreTest, StateSurvivesReopening) {
     EXPECT_EQ(again.store.manifest_bytes(*again.store.resolve("a/b/c", "t")), b.manifest);
 }
 
+TEST_F(StoreTest, PushManifestMovesSeveralTagsAtOnce) {
+    auto a = image("a");
+    std::vector<TagEvent> events;
+    store.subscribe([&](const TagEvent& e) { events.push_back(e); });
+    ManifestPush how;
+    how.tags = {"one", "two"};
+    how.cause = "test";
+    auto pushed = store.push_manifest("app", a.manifest, kOciManifest, how);
+    EXPECT_EQ(pushed.digest, a.manifest_digest);
+    EXPECT_EQ(pushed.media_type, kOciManifest);
+    EXPECT_FALSE(pushed.subject);
+    EXPECT_EQ(store.tags("app"), (std::vector<std::string>{"one", "two"}));
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[1].cause, "test");
+    // A bad tag refuses the whole push.
+    how.tags = {"three", "bad tag"};
+    EXPECT_THROW(store.push_manifest("app", image("b").manifest, kOciManifest, how), Error);
+    EXPECT_FALSE(store.tag_digest("app", "three"));
+}
+
+TEST_F(StoreTest, RequireLinkedBlobsRefusesBlobsOfOtherRepositories) {
+    auto a = image("linked");  // in the blob store, linked nowhere
+    ManifestPush how;
+    how.require_linked_blobs = true;
+    EXPECT_THROW(store.push_manifest("app", a.manifest, kOciManifest, how), ManifestBlobUnknown);
+    store.link_blob("app", a.config_digest);
+    EXPECT_THROW(store.push_manifest("app", a.manifest, kOciManifest, how), ManifestBlobUnknown);
+    store.link_blob("app", a.layer_digest);
+    EXPECT_EQ(store.push_manifest("app", a.manifest, kOciManifest, how).digest, a.manifest_digest);
+}
+
+TEST_F(StoreTest, UnlinkBlob) {
+    auto d = s->blobs.put("blob");
+    store.link_blob("one", d);
+    store.link_blob("two", d);
+    EXPECT_TRUE(store.unlink_blob("one", d));
+    EXPECT_FALSE(store.unlink_blob("one", d));
+    EXPECT_FALSE(store.repo_has_blob("one", d));
+    EXPECT_TRUE(store.repo_has_blob("two", d));
+    EXPECT_TRUE(s->blobs.has(d));
+}
+
+std::string referrer_manifest(BlobStore& blobs, const oci::Digest& subject,
+                              const std::string& artifact_type, const std::string& salt) {
+    std::string config = "{}", layer = "payload " + salt;
+    blobs.put(config);
+    blobs.put(layer);
+    nlohmann::json m = {
+        {"schemaVersion", 2},
+        {"mediaType", oci::media::kImageManifest},
+        {"config",
+         {{"mediaType", oci::media::kEmptyJson},
+          {"digest", oci::Digest::sha256_of(config).str()},
+          {"size", config.size()}}},
+        {"layers",
+         {{{"mediaType", "application/octet-stream"},
+           {"digest", oci::Digest::sha256_of(layer).str()},
+           {"size", layer.size()}}}},
+        {"subject",
+         {{"mediaType", oci::media::kImageManifest}, {"digest", subject.str()}, {"size", 10}}},
+        {"annotations", {{"salt", salt}}}};
+    if (!artifact_type.empty()) m["artifactType"] = artifact_type;
+    return m.dump();
+}
+
+TEST_F(StoreTest, ReferrersAreRecordedAndFiltered) {
+    auto subject = oci::Digest::sha256_of("subject, never pushed");
+    auto sig = referrer_manifest(s->blobs, subject, "application/sig", "1");
+    auto plain = referrer_manifest(s->blobs, subject, "", "2");
+    auto pushed = store.push_manifest("app", sig, kOciManifest, {});
+    EXPECT_EQ(pushed.subject, subject);
+    store.put_manifest("app", plain, kOciManifest);
+    auto all = store.referrers("app", subject);
+    ASSERT_EQ(all.size(), 2u);
+    EXPECT_EQ(all[0].digest, oci::Digest::sha256_of(sig));
+    EXPECT_EQ(all[0].artifact_type, "application/sig");
+    EXPECT_EQ(all[0].annotations.at("salt"), "1");
+    EXPECT_EQ(all[0].size, static_cast<int64_t>(sig.size()));
+    EXPECT_EQ(all[1].artifact_type, oci::media::kEmptyJson) << "the config's media type";
+    EXPECT_EQ(store.referrers("app", subject, "application/sig").size(), 1u);
+    EXPECT_TRUE(store.referrers("other", subject).empty());
+    store.delete_manifest("app", oci::Digest::sha256_of(sig));
+    EXPECT_EQ(store.referrers("app", subject).size(), 1u);
+}
+
+TEST_F(StoreTest, ReferrersOfManifestsStoredBeforeTheTableExistedAreFound) {
+    auto subject = oci::Digest::sha256_of("old subject");
+    auto sig = referrer_manifest(s->blobs, subject, "application/sig", "old");
+    store.put_manifest("app", sig, kOciManifest, "v1");
+    // The database as an older cascade left it.
+    s->db.exec(
+        "DROP TABLE registry_referrers;"
+        "ALTER TABLE registry_tag_history DROP COLUMN media_type;"
+        "ALTER TABLE registry_tag_history DROP COLUMN size;"
+        "DELETE FROM schema_migrations WHERE name = 'registry-0002-referrers';");
+    s.reset();
+    StoreOnDisk again(tmp.path());
+    auto found = again.store.referrers("app", subject);
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].digest, oci::Digest::sha256_of(sig));
+    // History rows from before keep working, described by their manifest.
+    auto h = again.store.tag_history("app", "v1");
+    ASSERT_EQ(h.size(), 1u);
+    EXPECT_EQ(h[0].media_type, kOciManifest);
+    EXPECT_EQ(h[0].size, static_cast<int64_t>(sig.size()));
+}
+
+TEST_F(StoreTest, TagHistoryKeepsTheDescriptorOfDeletedManifests) {
+    auto a = image("a"), b = image("b");
+    store.put_manifest("app", a.manifest, kOciManifest, "v1");
+    store.put_manifest("app", b.manifest, kOciManifest, "v1");
+    store.delete_manifest("app", a.manifest_digest);
+    auto h = store.tag_history("app", "v1");
+    ASSERT_EQ(h.size(), 2u);
+    EXPECT_EQ(h[1].digest, a.manifest_digest);
+    EXPECT_EQ(h[1].media_type, kOciManifest);
+    EXPECT_EQ(h[1].size, static_cast<int64_t>(a.manifest.size()));
+}
+
 }  // namespace
 }  // namespace cascade::registry
