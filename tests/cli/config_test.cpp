@@ -1,0 +1,127 @@
+// `cascade serve --config FILE`: every section parses, relative paths resolve
+// against the file's directory, and every mistake names the file and the key.
+#include "cli/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include "oci/error.hpp"
+#include "oci/fs.hpp"
+
+using namespace cascade;
+
+namespace {
+
+class ConfigTest : public ::testing::Test {
+  protected:
+    fs::TempDir tmp;
+    std::filesystem::path file = tmp.path() / "cascade.yaml";
+
+    cli::ServerConfig load(const std::string& text) {
+        fs::write_file_atomic(file, text);
+        return cli::load_server_config(file);
+    }
+    // The error message of loading `text`, or "" when it loaded.
+    std::string error_of(const std::string& text) {
+        try {
+            load(text);
+        } catch (const Error& e) {
+            return e.what();
+        }
+        return "";
+    }
+};
+
+TEST_F(ConfigTest, EmptyFileMeansDefaults) {
+    auto c = load("");
+    EXPECT_FALSE(c.listen);
+    EXPECT_FALSE(c.root);
+    EXPECT_FALSE(c.insecure);
+    EXPECT_FALSE(c.tls());
+    EXPECT_FALSE(c.auth());
+    EXPECT_EQ(c.realm, "cascade");
+    EXPECT_TRUE(c.access.empty());
+    EXPECT_EQ(c.gc_keep_generations, 5);
+}
+
+TEST_F(ConfigTest, AccessControlAndTlsSections) {
+    auto c = load(R"(
+listen: 0.0.0.0:5443
+insecure: false
+tls:
+  certificate: certs/tls.crt
+  key: /etc/cascade/tls.key
+auth:
+  htpasswd: htpasswd
+  realm: my registry
+  admins: [alice, carol]
+access:
+  - repository: "public/*"
+    pull: anonymous
+    push: [alice]
+  - repository: "team-a/*"
+    pull: ["*"]
+  - push: [alice]
+)");
+    EXPECT_EQ(c.listen, "0.0.0.0:5443");
+    EXPECT_TRUE(c.tls());
+    EXPECT_TRUE(c.auth());
+    EXPECT_EQ(c.tls_certificate, tmp.path() / "certs/tls.crt") << "relative to the file";
+    EXPECT_EQ(c.tls_key, "/etc/cascade/tls.key");
+    EXPECT_EQ(c.htpasswd, tmp.path() / "htpasswd");
+    EXPECT_EQ(c.realm, "my registry");
+    EXPECT_EQ(c.admins, (std::vector<std::string>{"alice", "carol"}));
+    ASSERT_EQ(c.access.size(), 3u);
+    EXPECT_EQ(c.access[0].repository, "public/*");
+    EXPECT_EQ(c.access[0].pull, std::vector<std::string>{"anonymous"}) << "a scalar is a list";
+    EXPECT_EQ(c.access[0].push, std::vector<std::string>{"alice"});
+    EXPECT_EQ(c.access[1].pull, std::vector<std::string>{"*"});
+    EXPECT_TRUE(c.access[1].push.empty());
+    EXPECT_EQ(c.access[2].repository, "*") << "a rule without a pattern covers everything";
+}
+
+TEST_F(ConfigTest, InsecureIsABoolean) {
+    EXPECT_TRUE(load("insecure: true\n").insecure);
+    auto e = error_of("insecure: maybe\n");
+    EXPECT_NE(e.find("insecure"), std::string::npos) << e;
+    EXPECT_NE(e.find("true or false"), std::string::npos) << e;
+}
+
+TEST_F(ConfigTest, MistakesNameTheFileAndTheKey) {
+    auto expect_error = [&](const std::string& text, const std::string& key) {
+        auto e = error_of(text);
+        EXPECT_EQ(e.rfind(file.string() + ":", 0), 0u) << text << " → " << e;
+        EXPECT_NE(e.find(key), std::string::npos) << text << " → " << e;
+    };
+    // A typo must not silently disable auth.
+    expect_error("auth:\n  htpasswd: h\n  admin: [alice]\n", "auth.admin");
+    expect_error("auht:\n  htpasswd: h\n", "auht");
+    expect_error("tls:\n  certificate: c.crt\n", "needs both certificate and key");
+    expect_error("tls:\n  certificate: c.crt\n  key: \"\"\n", "tls.key");
+    expect_error("auth:\n  realm: x\n", "needs htpasswd");
+    expect_error("auth:\n  htpasswd: h\naccess:\n  - repository: x\n    pul: [a]\n",
+                 "access[0].pul");
+    expect_error("auth:\n  htpasswd: h\naccess:\n  - repository: \"\"\n", "access[0].repository");
+    expect_error("auth:\n  htpasswd: h\naccess:\n  repository: x\n", "expected a list of rules");
+    expect_error("auth:\n  htpasswd: h\naccess:\n  - pull: {a: b}\n", "access[0].pull");
+    expect_error("gc:\n  keepGenerations: 0\n", "gc.keepGenerations");
+    expect_error("notifications:\n  - url: ftp://x\n", "notifications[0].url");
+}
+
+TEST_F(ConfigTest, AccessRulesNeedAuthentication) {
+    auto e = error_of("access:\n  - repository: \"*\"\n    pull: [anonymous]\n");
+    EXPECT_NE(e.find("access"), std::string::npos) << e;
+    EXPECT_NE(e.find("auth.htpasswd"), std::string::npos) << e;
+}
+
+TEST_F(ConfigTest, SyntaxErrorsCarryTheLineAndAMissingFileSaysSo) {
+    auto e = error_of("listen: 127.0.0.1:5000\ntls: [unclosed\n");
+    EXPECT_EQ(e.rfind(file.string() + ":", 0), 0u) << e;
+    try {
+        cli::load_server_config(tmp.path() / "missing.yaml");
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("missing.yaml"), std::string::npos) << e.what();
+    }
+}
+
+}  // namespace
