@@ -70,6 +70,7 @@ BlobWriter::BlobWriter(BlobWriter&& o) noexcept
       temp_path_(std::move(o.temp_path_)),
       fd_(std::move(o.fd_)),
       hash_(std::move(o.hash_)),
+      buffer_(std::move(o.buffer_)),
       size_(o.size_),
       done_(o.done_) {
     o.done_ = true;
@@ -81,10 +82,21 @@ BlobWriter::~BlobWriter() {
 
 void BlobWriter::write(const void* data, size_t size) {
     if (done_) throw Error("write to blob ingest " + temp_path_.string() + " after commit/abort");
-    fs::write_all(fd_.get(), std::string_view(static_cast<const char*>(data), size),
-                  temp_path_.string());
     hash_->update(data, size);
     size_ += static_cast<int64_t>(size);
+    // HTTP bodies arrive in 4 KiB pieces; one write(2) per MiB instead.
+    if (buffer_.size() + size > kBufferBytes) flush();
+    if (size >= kBufferBytes)
+        fs::write_all(fd_.get(), std::string_view(static_cast<const char*>(data), size),
+                      temp_path_.string());
+    else
+        buffer_.append(static_cast<const char*>(data), size);
+}
+
+void BlobWriter::flush() {
+    if (buffer_.empty()) return;
+    fs::write_all(fd_.get(), buffer_, temp_path_.string());
+    buffer_.clear();
 }
 
 void BlobWriter::abort() {
@@ -109,6 +121,12 @@ oci::Digest BlobWriter::commit(const std::optional<oci::Digest>& expected,
         abort();
         throw Error("digest mismatch: expected " + expected->str() + ", got " + actual.str() +
                     " (" + std::to_string(size_) + " bytes); the data was discarded");
+    }
+    try {
+        flush();
+    } catch (...) {
+        abort();
+        throw;
     }
     if (::fchmod(fd_.get(), 0644) != 0) {
         int err = errno;

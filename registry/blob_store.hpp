@@ -44,7 +44,10 @@ class BlobWriter {
     std::filesystem::path blobs_root_;
     std::filesystem::path temp_path_;
     fs::Fd fd_;
+    void flush();
+    static constexpr size_t kBufferBytes = 1 << 20;
     std::unique_ptr<oci::Sha256> hash_;
+    std::string buffer_;  // written data not yet in the file
     int64_t size_ = 0;
     bool done_ = false;
 };

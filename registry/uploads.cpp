@@ -211,18 +211,38 @@ bool UploadSessions::append(Session& s, const std::function<bool(const Receiver&
     s.ensure_hash();
     int64_t good = s.size;
     std::string error;
+    // HTTP bodies arrive in 4 KiB pieces; one write(2) per MiB instead.
+    constexpr size_t kBufferBytes = 1 << 20;
+    std::string buffer;
+    buffer.reserve(kBufferBytes);
+    const std::string path = s.data_path().string();
+    auto flush = [&] {
+        if (buffer.empty()) return;
+        fs::write_all(s.fd.get(), buffer, path);
+        s.hash->update(buffer.data(), buffer.size());
+        s.size += static_cast<int64_t>(buffer.size());
+        good = s.size;
+        buffer.clear();
+    };
     bool ok = read([&](const char* data, size_t len) {
+        buffer.append(data, len);
+        if (buffer.size() < kBufferBytes) return true;
         try {
-            fs::write_all(s.fd.get(), std::string_view(data, len), s.data_path().string());
+            flush();
         } catch (const std::exception& e) {
             error = e.what();
             return false;
         }
-        s.hash->update(data, len);
-        s.size += static_cast<int64_t>(len);
-        good = s.size;
         return true;
     });
+    // What arrived before a lost connection stays in the session.
+    if (error.empty()) {
+        try {
+            flush();
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+    }
     if (!error.empty()) {
         // Drop a partial write so the file and the running hash agree.
         if (::ftruncate(s.fd.get(), good) != 0) s.hash.reset();
