@@ -9,6 +9,7 @@
 #include <fstream>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "cli/objects.hpp"
@@ -19,6 +20,10 @@
 #include "oci/image.hpp"
 #include "oci/reference.hpp"
 #include "registry/database.hpp"
+#include "registry/events.hpp"
+#include "registry/gc.hpp"
+#include "registry/image_streams.hpp"
+#include "registry/importer.hpp"
 #include "registry/store.hpp"
 #include "runtime/deployment.hpp"
 
@@ -205,7 +210,15 @@ std::string canonical_kind(std::string kind) {
 std::vector<json> list_kind(ApiContext& ctx, const std::string& kind) {
     std::vector<json> items;
     if (kind == "imagestreams") {
+        // Repositories, and applied streams that have no image yet (e.g. a
+        // first import that failed).
+        std::set<std::string> names;
         for (const auto& repo : ctx.store.repositories())
+            names.insert(repo);
+        for (const auto& row :
+             ctx.db.rows("SELECT name FROM api_objects WHERE kind = 'ImageStream'"))
+            names.insert(registry::as_text(row[0]));
+        for (const auto& repo : names)
             items.push_back(image_stream_json(ctx, repo));
     } else if (kind == "buildconfigs") {
         for (const auto& c : ctx.builds.configs())
@@ -258,7 +271,9 @@ json apply_objects(ApiContext& ctx, std::vector<json> items) {
             deployment_from_object(obj);
         else if (kind == "Route")
             route_from_object(obj);
-        else if (kind != "ImageStream")
+        else if (kind == "ImageStream")
+            image_stream_imports_from_object(obj);
+        else
             throw Error("kind \"" + kind +
                         "\" is not supported; supported kinds: BuildConfig, DeploymentConfig, "
                         "Route, ImageStream, List");
@@ -291,6 +306,10 @@ json apply_objects(ApiContext& ctx, std::vector<json> items) {
             "INSERT INTO api_objects (kind, name, object, created) VALUES (?1, ?2, ?3, ?4) "
             "ON CONFLICT(kind, name) DO UPDATE SET object = excluded.object",
             {kind, name, obj.dump(), static_cast<int64_t>(time(nullptr))});
+        // Like OpenShift, a new or changed stream imports its tags right away.
+        if (kind == "ImageStream" && result != "unchanged" && ctx.importer)
+            for (const auto& spec : image_stream_imports_from_object(obj))
+                ctx.importer->enqueue(spec);
         results.push_back({{"kind", kind}, {"name", name}, {"result", result}});
     }
     return results;
@@ -377,6 +396,131 @@ void handle_adhoc_build(ApiContext& ctx, const httplib::Request& req, httplib::R
     });
 }
 
+// POST /api/v1/imagestreams/NAME/import {tag, from, confirm, scheduled,
+// insecure}: `oc import-image`. With `from`, the stream tag is created or
+// changed to follow it (only when confirmed); then the tag (or every tag of
+// the stream that follows an external image) is imported now. Answers an
+// ImageStreamImport with one status per tag.
+void handle_import(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    if (!ctx.importer) return send_error(res, 503, "image import is not available in this daemon");
+    json body = req.body.empty() ? json::object() : json::parse(req.body);
+    std::string tag = body.value("tag", "");
+    std::string from = body.value("from", "");
+    bool confirm = body.value("confirm", false);
+    auto stored = stored_object(ctx.db, "ImageStream", name);
+    std::string spec_result = "unchanged";
+
+    if (!from.empty()) {
+        if (tag.empty()) tag = "latest";
+        if (!oci::is_valid_tag(tag))
+            return send_error(res, 400, "\"" + tag + "\" is not a valid tag");
+        oci::Reference::parse(from);  // throws a message naming what is wrong
+        json obj = stored.value_or(json{{"apiVersion", "image.openshift.io/v1"},
+                                        {"kind", "ImageStream"},
+                                        {"metadata", {{"name", name}}},
+                                        {"spec", {{"tags", json::array()}}}});
+        json& tags = obj["spec"]["tags"];
+        if (!tags.is_array()) tags = json::array();
+        json* entry = nullptr;
+        for (auto& t : tags)
+            if (t.value("name", "") == tag) entry = &t;
+        if (!entry) {
+            tags.push_back({{"name", tag}});
+            entry = &tags.back();
+        }
+        json before = *entry;
+        (*entry)["from"] = {{"kind", "DockerImage"}, {"name", from}};
+        json& policy = (*entry)["importPolicy"];
+        if (!policy.is_object()) policy = json::object();
+        for (const char* key : {"scheduled", "insecure"})
+            if (body.contains(key)) policy[key] = body[key].get<bool>();
+        if (policy.empty()) entry->erase("importPolicy");
+        if (!stored || *entry != before) {
+            if (!confirm)
+                return send_error(
+                    res, 400,
+                    !stored ? "image stream \"" + name +
+                                  "\" does not exist; pass --confirm to create it with tag " + tag +
+                                  " following " + from
+                            : "image stream tag " + name + ":" + tag +
+                                  (before.contains("from")
+                                       ? " follows " + before["from"].value("name", "?")
+                                       : std::string(" follows no external image")) +
+                                  "; pass --confirm to make it follow " + from +
+                                  (before.value("importPolicy", json::object()) !=
+                                           entry->value("importPolicy", json::object())
+                                       ? " with the new import policy"
+                                       : ""));
+            image_stream_imports_from_object(obj);  // validates
+            ctx.db.query(
+                "INSERT INTO api_objects (kind, name, object, created) VALUES (?1, ?2, ?3, ?4) "
+                "ON CONFLICT(kind, name) DO UPDATE SET object = excluded.object",
+                {"ImageStream", name, obj.dump(), static_cast<int64_t>(time(nullptr))});
+            spec_result = stored ? "configured" : "created";
+        }
+        stored = obj;
+    } else if (!stored) {
+        return send_error(res, 404,
+                          "image stream \"" + name + "\" not found; create one that follows an " +
+                              "external image with `cascade import-image " + name +
+                              ":TAG --from REF --confirm`");
+    }
+
+    std::vector<registry::ImportSpec> specs;
+    for (auto& spec : image_stream_imports_from_object(*stored))
+        if (tag.empty() || spec.tag == tag) specs.push_back(std::move(spec));
+    if (specs.empty())
+        return send_error(
+            res, 404,
+            (tag.empty() ? "image stream \"" + name + "\" has no tag that follows"
+                         : "image stream tag " + name + ":" + tag + " does not follow") +
+                " an external image (spec.tags[].from.kind DockerImage); set one "
+                "with `cascade import-image " +
+                name + ":TAG --from REF --confirm`");
+
+    json images = json::array();
+    json requested = json::array();
+    for (const auto& spec : specs) {
+        requested.push_back(
+            {{"from", {{"kind", "DockerImage"}, {"name", spec.from}}},
+             {"to", {{"name", spec.tag}}},
+             {"importPolicy", {{"scheduled", spec.scheduled}, {"insecure", spec.insecure}}}});
+        try {
+            auto r = ctx.importer->import(spec);
+            images.push_back(
+                {{"tag", spec.tag},
+                 {"from", r.from},
+                 {"status", {{"status", "Success"}}},
+                 {"image",
+                  {{"digest", r.digest.str()},
+                   {"mediaType", r.media_type},
+                   {"dockerImageReference", ctx.listen + "/" + name + "@" + r.digest.str()}}},
+                 {"tagMoved", r.moved},
+                 {"previous", r.previous ? r.previous->str() : ""},
+                 {"generation", r.generation},
+                 {"manifests", r.manifests},
+                 {"blobsFetched", r.blobs_fetched},
+                 {"blobsPresent", r.blobs_present}});
+        } catch (const std::exception& e) {
+            images.push_back(
+                {{"tag", spec.tag},
+                 {"from", spec.from},
+                 {"status",
+                  {{"status", "Failure"}, {"reason", "ImportFailed"}, {"message", e.what()}}},
+                 {"tagMoved", false}});
+        }
+    }
+    send_json(res, {{"apiVersion", "image.openshift.io/v1"},
+                    {"kind", "ImageStreamImport"},
+                    {"metadata", {{"name", name}}},
+                    {"spec", {{"import", true}, {"images", requested}}},
+                    {"status",
+                     {{"specResult", spec_result},
+                      {"images", images},
+                      {"import", image_stream_json(ctx, name)}}}});
+}
+
 void handle_build_log(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
     std::string name = req.matches[1];
     if (!ctx.builds.build(name)) return send_error(res, 404, "build \"" + name + "\" not found");
@@ -423,6 +567,100 @@ void handle_build_log(ApiContext& ctx, const httplib::Request& req, httplib::Res
             sink.done();
             return true;
         });
+}
+
+// ---- image-stream tags, events, garbage collection ----
+
+int64_t int_param(const httplib::Request& req, const char* name, int64_t fallback) {
+    if (!req.has_param(name)) return fallback;
+    std::string v = req.get_param_value(name);
+    try {
+        size_t used = 0;
+        int64_t n = std::stoll(v, &used);
+        if (used == v.size() && n >= 0) return n;
+    } catch (const std::exception&) {
+    }
+    throw Error(std::string("query parameter ") + name + "=" + v + " is not a non-negative number");
+}
+
+bool flag_param(const httplib::Request& req, const char* name) {
+    if (!req.has_param(name)) return false;
+    auto v = req.get_param_value(name);
+    return v != "false" && v != "0";
+}
+
+// POST /api/v1/tag {"source": "S:T" | "S@sha256:…" | "S:T#N", "destination": "D:T"}
+void handle_tag(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    json body = json::parse(req.body);
+    auto r = registry::tag_image(ctx.store, body.at("source").get<std::string>(),
+                                 body.at("destination").get<std::string>());
+    send_json(res, {{"repository", r.repository},
+                    {"tag", r.tag},
+                    {"digest", r.digest.str()},
+                    {"source", body.at("source")},
+                    {"moved", r.moved},
+                    {"generation", r.generation},
+                    {"cause", r.cause}});
+}
+
+// GET /api/v1/events[?since=ID|resourceVersion=ID][&limit=N][&watch=true]
+// A list, or with watch=true newline-delimited JSON events (chunked), one per
+// line, from the event after ID (from now when no ID is given) until the
+// client leaves or the daemon stops. A quiet stream carries a
+// {"type":"Bookmark","id":N} line every 10 s (the resume point, and how a
+// dead client is noticed).
+void handle_events(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    if (!ctx.events) return send_error(res, 503, "the event log is not running in this daemon");
+    auto* events = ctx.events;
+    int64_t since = int_param(req, "since", int_param(req, "resourceVersion", -1));
+    if (!flag_param(req, "watch")) {
+        auto limit =
+            static_cast<size_t>(std::clamp<int64_t>(int_param(req, "limit", 100), 1, 10000));
+        auto list = since >= 0 ? events->after(since, limit) : events->recent(limit);
+        json items = json::array();
+        for (const auto& e : list)
+            items.push_back(registry::to_json(e));
+        send_json(res, {{"apiVersion", "v1"},
+                        {"kind", "EventList"},
+                        {"metadata", {{"resourceVersion", std::to_string(events->latest_id())}}},
+                        {"items", items}});
+        return;
+    }
+    int64_t cursor = since >= 0 ? since : events->latest_id();
+    res.set_chunked_content_provider(
+        "application/x-ndjson", [events, cursor](size_t, httplib::DataSink& sink) mutable {
+            auto quiet_since = std::chrono::steady_clock::now();
+            while (!events->closed()) {
+                auto batch = events->after(cursor, 500);
+                for (const auto& e : batch) {
+                    std::string line = registry::to_json(e).dump() + "\n";
+                    if (!sink.write(line.data(), line.size())) return false;
+                    cursor = e.id;
+                }
+                if (!batch.empty()) {
+                    quiet_since = std::chrono::steady_clock::now();
+                    continue;
+                }
+                if (std::chrono::steady_clock::now() - quiet_since > std::chrono::seconds(10)) {
+                    std::string line = json{{"type", "Bookmark"},
+                                            {"id", cursor},
+                                            {"resourceVersion", std::to_string(cursor)}}
+                                           .dump() +
+                                       "\n";
+                    if (!sink.write(line.data(), line.size())) return false;
+                    quiet_since = std::chrono::steady_clock::now();
+                }
+                events->wait(cursor, std::chrono::seconds(1));
+            }
+            sink.done();
+            return true;
+        });
+}
+
+// POST /api/v1/gc[?dryRun=true]
+void handle_gc(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    if (!ctx.gc) return send_error(res, 503, "garbage collection is not available in this daemon");
+    send_json(res, registry::to_json(ctx.gc->run(flag_param(req, "dryRun"))));
 }
 
 }  // namespace
@@ -473,6 +711,11 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                     send_json(res, build_json(*ctx.builds.build(build)), 201);
                 }));
 
+    server.Post(R"(/api/v1/imagestreams/([^/]+)/import)",
+                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    handle_import(ctx, req, res);
+                }));
+
     server.Get(R"(/api/v1/builds/([^/]+)/log)",
                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
                    handle_build_log(ctx, req, res);
@@ -482,6 +725,28 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                 guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
                     handle_adhoc_build(ctx, req, res);
                 }));
+
+    server.Post("/api/v1/tag", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    handle_tag(ctx, req, res);
+                }));
+    server.Get("/api/v1/events",
+               guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                   handle_events(ctx, req, res);
+               }));
+    server.Post("/api/v1/gc", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    handle_gc(ctx, req, res);
+                }));
+    // Stream names may contain '/' (team/app), which the generic route below
+    // does not match.
+    server.Get(R"(/api/v1/(imagestreams|imagestream|is)/(.+))",
+               guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                   std::string name = req.matches[2];
+                   if (!ctx.store.has_repository(name))
+                       return send_error(res, 404,
+                                         "imagestreams \"" + name +
+                                             "\" not found; `cascade get imagestreams` lists them");
+                   send_json(res, image_stream_json(ctx, name));
+               }));
 
     server.Get(R"(/api/v1/([a-z]+))",
                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
@@ -499,6 +764,20 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                        if (item["metadata"]["name"] == name) return send_json(res, item);
                    send_error(res, 404, kind + " \"" + name + "\" not found");
                }));
+}
+
+std::vector<registry::ImportSpec> image_stream_imports(registry::Database& db) {
+    std::vector<registry::ImportSpec> out;
+    for (const auto& row : db.rows("SELECT object FROM api_objects WHERE kind = 'ImageStream'")) {
+        try {
+            for (auto& spec :
+                 image_stream_imports_from_object(json::parse(registry::as_text(row[0]))))
+                out.push_back(std::move(spec));
+        } catch (const std::exception&) {
+            // Validated when applied; an object that no longer parses imports nothing.
+        }
+    }
+    return out;
 }
 
 }  // namespace cascade::cli

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace httplib {
 class Server;
@@ -13,6 +14,10 @@ class Server;
 namespace cascade::registry {
 class Store;
 class Database;
+class Importer;
+struct ImportSpec;
+class EventLog;
+class GarbageCollector;
 }  // namespace cascade::registry
 namespace cascade::engine {
 class Builder;
@@ -34,9 +39,20 @@ struct ApiContext {
     // `cascade build` requests run on their own threads; the daemon waits
     // for them before it tears the components down.
     std::atomic<int> adhoc_builds{0};
+    // Imports from other registries (POST /api/v1/imagestreams/NAME/import);
+    // none: that call answers 503.
+    registry::Importer* importer = nullptr;
+    // The event log (GET /api/v1/events, ?watch=true) and the garbage
+    // collector (POST /api/v1/gc); none: those calls answer 503.
+    registry::EventLog* events = nullptr;
+    registry::GarbageCollector* gc = nullptr;
 };
 
 // Creates the object tables and registers the /api/v1/ routes.
 void register_api_routes(httplib::Server& server, ApiContext& ctx);
+
+// Every image stream tag that follows an external image, from the applied
+// ImageStream objects (for the import schedule).
+std::vector<registry::ImportSpec> image_stream_imports(registry::Database& db);
 
 }  // namespace cascade::cli

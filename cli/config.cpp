@@ -112,10 +112,15 @@ ServerConfig load_server_config(const std::filesystem::path& file) {
             r.only_keys(rule, where, {"repository", "pull", "push"});
             AccessRule a;
             if (rule["repository"]) a.repository = r.str(rule["repository"], where + ".repository");
+            if (a.repository.empty()) r.fail(where + ".repository", "empty pattern (use \"*\")");
             if (rule["pull"]) a.pull = r.strings(rule["pull"], where + ".pull");
             if (rule["push"]) a.push = r.strings(rule["push"], where + ".push");
             c.access.push_back(std::move(a));
         }
+        if (!c.auth())
+            r.fail("access",
+                   "rules need auth.htpasswd: without authentication every request is anonymous "
+                   "and access is not checked");
     }
     if (auto gc = root["gc"]) {
         r.only_keys(gc, "gc", {"keepGenerations", "graceSeconds"});

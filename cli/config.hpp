@@ -10,10 +10,13 @@
 //     htpasswd: /etc/cascade/htpasswd   # bcrypt entries (htpasswd -B)
 //     realm: cascade
 //     admins: [alice]                   # may use the mutating /api/v1/ calls
-//   access:                             # first rule whose pattern matches wins
-//     - repository: "team-a/*"          # glob over repository names
-//       pull: ["*"]                     # user names; "*" = any authenticated user,
-//       push: [alice]                   #   "anonymous" = no credentials needed
+//   access:                             # first rule whose pattern matches wins;
+//     - repository: "team-a/*"          #   no match: denied; no access section: every
+//       pull: ["*"]                     #   authenticated user may pull and push.
+//       push: [alice]                   # Glob over repository names; user names, "*" =
+//                                       #   any authenticated user, "anonymous" = no
+//                                       #   credentials needed; push implies pull.
+//                                       #   Needs auth (registry/auth.hpp has the details).
 //   gc:
 //     keepGenerations: 5                # history generations of each tag kept
 //     graceSeconds: 600                 # never sweep what is younger than this

@@ -1,13 +1,16 @@
 #include "cli/daemon.hpp"
 
+#include <arpa/inet.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -17,10 +20,16 @@
 #include "engine/builder.hpp"
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
+#include "registry/auth.hpp"
 #include "registry/blob_store.hpp"
 #include "registry/database.hpp"
+#include "registry/events.hpp"
+#include "registry/gc.hpp"
 #include "registry/http.hpp"
+#include "registry/importer.hpp"
 #include "registry/store.hpp"
+#include "registry/tls.hpp"
+#include "registry/webhooks.hpp"
 #include "runtime/container.hpp"
 #include "runtime/deployment.hpp"
 #include "runtime/rootfs.hpp"
@@ -64,6 +73,49 @@ fs::Fd lock_root(const std::filesystem::path& root) {
     return fd;
 }
 
+// 127.0.0.0/8, ::1 (and ::ffff:127.x) or localhost.
+bool is_loopback(const std::string& host) {
+    if (host == "localhost") return true;
+    in_addr v4{};
+    if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    in6_addr v6{};
+    if (inet_pton(AF_INET6, host.c_str(), &v6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+    return false;  // "", 0.0.0.0, ::, a host name: reachable from elsewhere
+}
+
+// Anyone who reaches a non-loopback listener could push images and apply
+// objects, so it needs both a login and TLS (or an explicit --insecure).
+void check_exposure(const std::string& listen, const std::string& host,
+                    const ServerConfig& config) {
+    if (is_loopback(host)) return;
+    if (config.auth() && config.tls()) return;
+    if (config.insecure) {
+        log_line("Warning", "listening on " + listen + " without " +
+                                std::string(config.auth() ? "TLS" : "authentication") +
+                                (config.auth() || config.tls() ? "" : " and TLS") +
+                                " (--insecure): anyone who reaches it can push and apply");
+        return;
+    }
+    std::string missing = !config.auth() && !config.tls() ? "authentication and TLS"
+                          : !config.auth()                ? "authentication"
+                                                          : "TLS";
+    throw Error("refusing to listen on " + listen + " (not a loopback address) without " + missing +
+                ": set auth.htpasswd and tls.certificate/tls.key in the --config file, listen "
+                "on 127.0.0.1, or pass --insecure (insecure: true) to serve it unprotected");
+}
+
+std::unique_ptr<httplib::Server> make_server(const ServerConfig& config) {
+    if (!config.tls()) return std::make_unique<httplib::Server>();
+    registry::check_tls_files(config.tls_certificate, config.tls_key);
+    auto server = std::make_unique<httplib::SSLServer>(config.tls_certificate.c_str(),
+                                                       config.tls_key.c_str());
+    if (!server->is_valid())
+        throw Error("TLS: cannot use the certificate " + config.tls_certificate.string() +
+                    " with the key " + config.tls_key.string() + " (OpenSSL refused them)");
+    return server;
+}
+
 }  // namespace
 
 int serve(const ServeOptions& options) {
@@ -75,6 +127,18 @@ int serve(const ServeOptions& options) {
     std::filesystem::path root_dir =
         !options.root.empty() ? options.root : config.root.value_or(kDefaultRoot);
     auto [host, port] = split_listen(listen);
+    check_exposure(listen, host, config);
+    std::unique_ptr<registry::Authorizer> authorizer;
+    if (config.auth()) {
+        std::vector<registry::AccessRule> rules;
+        for (const auto& r : config.access)
+            rules.push_back({r.repository, r.pull, r.push});
+        authorizer = std::make_unique<registry::Authorizer>(
+            registry::AuthSettings{config.htpasswd, config.realm, config.admins, std::move(rules)});
+        authorizer->htpasswd().set_event_sink(log_line);
+    }
+    auto server_ptr = make_server(config);
+    httplib::Server& server = *server_ptr;
     fs::make_dirs(root_dir);
     auto root = std::filesystem::canonical(root_dir);
     auto lock = lock_root(root);
@@ -89,7 +153,7 @@ int serve(const ServeOptions& options) {
 
     registry::Database db(root / "state.db");
     registry::BlobStore blobs(root / "blobs");
-    blobs.cleanup_ingest(24 * 3600);
+    blobs.cleanup_ingest(config.upload_expire_seconds);
     registry::Store store(blobs, db);
 
     runtime::LayerCache layers(root / "layers", blobs);
@@ -104,6 +168,34 @@ int serve(const ServeOptions& options) {
     deployments.set_event_sink(log_line);
     deployments.recover();
 
+    // Tag-move events (watch stream, webhooks) and garbage collection.
+    registry::EventLog events(store);
+    std::vector<registry::WebhookEndpoint> endpoints;
+    for (const auto& w : config.notifications)
+        endpoints.push_back({w.name, w.url, w.headers, w.timeout_seconds, w.max_attempts});
+    registry::WebhookDispatcher webhooks(db, events, std::move(endpoints));
+    webhooks.set_log([](const std::string& line) { log_line("Webhook", line); });
+    webhooks.start();
+    registry::GarbageCollector gc(store, {config.gc_keep_generations, config.gc_grace_seconds});
+    gc.add_root_source("deployments", [&deployments] {
+        std::vector<oci::Digest> running;  // every replica's image and each latest revision
+        for (const auto& d : deployments.list()) {
+            if (d.image) running.push_back(*d.image);
+            for (const auto& r : d.replicas)
+                running.push_back(r.image_digest);
+        }
+        return running;
+    });
+    // The build cache registers its entries here when it comes (a root source
+    // returning the manifest or layer digests it may reuse).
+
+    // Image stream tags that follow images in other registries; credentials
+    // come from a containers auth file (podman's and skopeo's format).
+    const char* auth_file = std::getenv("REGISTRY_AUTH_FILE");
+    registry::Importer importer(
+        store, auth_file && *auth_file ? std::filesystem::path(auth_file) : root / "auth.json");
+    importer.set_event_sink(log_line);
+
     int sub = store.subscribe([&](const registry::TagEvent& e) {
         log_line("TagMoved", e.repository + ":" + e.tag + " generation " +
                                  std::to_string(e.generation) + " " +
@@ -113,12 +205,29 @@ int serve(const ServeOptions& options) {
         deployments.on_tag_moved(e);
     });
 
-    httplib::Server server;
     server.new_task_queue = [] { return new httplib::ThreadPool(64); };
     server.set_payload_max_length(std::numeric_limits<size_t>::max());
-    registry::register_distribution_routes(server, store);
+    // httplib closes a keep-alive connection after 5 requests by default;
+    // clients pulling many manifests and blobs reuse theirs much longer.
+    server.set_keep_alive_max_count(10000);
+    // Headers and body go out in separate writes; without TCP_NODELAY the
+    // body waits for the client's delayed ACK (40 ms) on every response.
+    server.set_tcp_nodelay(true);
+    registry::DistributionOptions distribution_options;
+    distribution_options.upload_expire_seconds = config.upload_expire_seconds;
+    distribution_options.log = [](const std::string& m) { log_line("Uploads", m); };
+    registry::Distribution distribution(store, distribution_options);
+    distribution.register_routes(server);
+    distribution.start_upload_sweeper();  // stopped when `distribution` goes
     ApiContext ctx{store, db, builder, builds, deployments, host + ":" + std::to_string(port)};
+    ctx.importer = &importer;
+    ctx.events = &events;
+    ctx.gc = &gc;
     register_api_routes(server, ctx);
+    if (authorizer) {
+        authorizer->set_repository_lister([&store] { return store.repositories(); });
+        authorizer->install(server);
+    }
 
     if (!server.bind_to_port(host, port)) {
         store.unsubscribe(sub);
@@ -129,14 +238,20 @@ int serve(const ServeOptions& options) {
         int sig = 0;
         sigwait(&stop_signals, &sig);
         log_line("Stopping", std::string("on ") + strsignal(sig));
+        events.close();  // ends the watch streams, which would keep the server's threads
         server.stop();
     });
-    log_line("Serving",
-             "registry and API on http://" + listen + " (state root " + root.string() + ")");
+    importer.start_schedule([&db] { return image_stream_imports(db); },
+                            std::chrono::seconds(config.import_interval_seconds));
+    log_line("Serving", std::string("registry and API on ") +
+                            (config.tls() ? "https://" : "http://") + listen + " (state root " +
+                            root.string() + ")");
     server.listen_after_bind();
 
     // Shut down in order: no new events, controllers stop, replicas stop.
+    importer.stop();
     store.unsubscribe(sub);
+    webhooks.stop();
     for (int i = 0; ctx.adhoc_builds > 0 && i < 6000; i++)
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     deployments.stop_all();

@@ -2,6 +2,7 @@
 // command is a thin client of the daemon's HTTP API (--host / CASCADE_HOST).
 #include <fcntl.h>
 #include <httplib.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,8 +31,25 @@ struct Global {
     std::string host;
 };
 
+// How every command reaches the daemon besides its URL (global options or
+// CASCADE_USERNAME / CASCADE_PASSWORD / CASCADE_CA_CERT): Basic credentials
+// and the CA file that signed the daemon's certificate (default: the system's).
+struct Connection {
+    std::string username;
+    std::string password;
+    std::string ca_cert;
+};
+Connection connection;
+
+// The one place the CLI makes an HTTP(S) client of the daemon.
 std::unique_ptr<httplib::Client> client_for(const std::string& host) {
     auto c = std::make_unique<httplib::Client>(host);
+    if (host.rfind("https://", 0) == 0) {
+        c->enable_server_certificate_verification(true);
+        if (!connection.ca_cert.empty()) c->set_ca_cert_path(connection.ca_cert);
+    }
+    if (!connection.username.empty() || !connection.password.empty())
+        c->set_basic_auth(connection.username, connection.password);
     c->set_connection_timeout(5);
     c->set_read_timeout(3600);
     c->set_write_timeout(60);
@@ -39,8 +57,21 @@ std::unique_ptr<httplib::Client> client_for(const std::string& host) {
 }
 
 [[noreturn]] void unreachable_daemon(const std::string& host, const httplib::Error& err) {
-    throw Error("cannot reach the cascade daemon at " + host + " (" + httplib::to_string(err) +
-                "); start it with `cascade serve`, or point --host / CASCADE_HOST at it");
+    std::string what =
+        "cannot reach the cascade daemon at " + host + " (" + httplib::to_string(err) + "); ";
+    if (err == httplib::Error::SSLServerVerification)
+        throw Error(what +
+                    "its TLS certificate is not trusted: pass --ca-cert FILE (or set "
+                    "CASCADE_CA_CERT) with the certificate of the CA that signed it");
+    if (err == httplib::Error::SSLConnection || err == httplib::Error::SSLLoadingCerts)
+        throw Error(what +
+                    "the TLS handshake failed: check that the daemon serves https and "
+                    "that --ca-cert / CASCADE_CA_CERT names a PEM file");
+    if (host.rfind("http://", 0) == 0 &&
+        (err == httplib::Error::Read || err == httplib::Error::Write))
+        throw Error(what +
+                    "if the daemon serves TLS, use an https:// URL in --host / CASCADE_HOST");
+    throw Error(what + "start it with `cascade serve`, or point --host / CASCADE_HOST at it");
 }
 
 json checked_json(const std::string& host, const httplib::Result& res) {
@@ -67,11 +98,11 @@ json api_post(const Global& g, const std::string& path, const json& body) {
 }
 
 bool daemon_answers(const std::string& host) {
-    httplib::Client c(host);
-    c.set_connection_timeout(1);
-    c.set_read_timeout(2);
-    auto res = c.Get("/v2/");
-    return res && res->status == 200;
+    auto c = client_for(host);
+    c->set_connection_timeout(1);
+    c->set_read_timeout(2);
+    auto res = c->Get("/v2/");
+    return res && (res->status == 200 || res->status == 401);  // 401: it asks for a login
 }
 
 std::string short_digest(const std::string& d) {
@@ -362,6 +393,52 @@ int cmd_logs(const Global& g, std::string target, bool follow) {
     return 0;
 }
 
+// `oc import-image`: imports NAME:TAG (or every tag of NAME that follows an
+// external image) now; with --from and --confirm the tag is first created or
+// changed to follow REF.
+int cmd_import_image(const Global& g, const std::string& target, const std::string& from,
+                     bool confirm, bool scheduled, bool insecure) {
+    if (from.empty() && (scheduled || insecure))
+        throw Error(
+            "--scheduled and --insecure set a tag's import policy: use them with --from REF "
+            "--confirm");
+    std::string name = target, tag;
+    if (auto colon = target.find(':'); colon != std::string::npos) {
+        name = target.substr(0, colon);
+        tag = target.substr(colon + 1);
+    }
+    json body = {{"confirm", confirm}};
+    if (!tag.empty()) body["tag"] = tag;
+    if (!from.empty()) body["from"] = from;
+    if (scheduled) body["scheduled"] = true;
+    if (insecure) body["insecure"] = true;
+    auto r = api_post(g, "/api/v1/imagestreams/" + name + "/import", body);
+    const auto& status = r["status"];
+    if (status.value("specResult", "unchanged") != "unchanged")
+        std::cout << "imagestream/" << name << " " << status["specResult"].get<std::string>()
+                  << "\n";
+    int failed = 0;
+    for (const auto& img : status["images"]) {
+        std::string what = "imagestream/" + name + ":" + img["tag"].get<std::string>();
+        if (img["status"]["status"] != "Success") {
+            std::cerr << "error: " << img["status"].value("message", what + " failed") << "\n";
+            failed++;
+            continue;
+        }
+        std::string digest = img["image"]["digest"];
+        std::string generation = std::to_string(img.value("generation", 0));
+        if (img.value("tagMoved", false))
+            std::cout << what << " imported " << img["from"].get<std::string>() << " -> " << digest
+                      << " (generation " << generation << ", " << img.value("blobsFetched", 0)
+                      << " blob(s) fetched, " << img.value("blobsPresent", 0)
+                      << " already present)\n";
+        else
+            std::cout << what << " unchanged: " << img["from"].get<std::string>() << " is still "
+                      << digest << " (generation " << generation << ")\n";
+    }
+    return failed ? 1 : 0;
+}
+
 // Starts `cascade serve` in the background for `up`, logging to <root>/daemon.log.
 void start_background_daemon(const std::string& host, const std::string& root) {
     std::string listen = host;
@@ -457,11 +534,173 @@ int cmd_up(const Global& g, const std::string& dir, const std::string& root, int
     }
 }
 
+// ---- image streams: tag, describe; events; gc ----
+
+int cmd_tag(const Global& g, const std::string& source, const std::string& dest) {
+    auto r = api_post(g, "/api/v1/tag", {{"source", source}, {"destination", dest}});
+    std::string where =
+        "imagestream/" + r["repository"].get<std::string>() + ":" + r["tag"].get<std::string>();
+    if (r["moved"].get<bool>())
+        std::cout << where << " tagged " << r["digest"].get<std::string>() << " (generation "
+                  << r["generation"].get<int64_t>() << ", " << r["cause"].get<std::string>()
+                  << ")\n";
+    else
+        std::cout << where << " unchanged: it already points at " << r["digest"].get<std::string>()
+                  << " (generation " << r["generation"].get<int64_t>() << ")\n";
+    return 0;
+}
+
+int cmd_describe(const Global& g, std::string kind, std::string name) {
+    auto slash = kind.find('/');
+    if (name.empty() && slash != std::string::npos) {
+        name = kind.substr(slash + 1);
+        kind = kind.substr(0, slash);
+    }
+    kind = lower(kind);
+    if (kind != "imagestream" && kind != "imagestreams" && kind != "is")
+        throw Error("cascade describe: only imagestream NAME is supported (got \"" + kind + "\")");
+    if (name.empty()) throw Error("cascade describe imagestream NAME: NAME is missing");
+    auto is = api_get(g, "/api/v1/imagestreams/" + name);
+    const auto& status = is["status"];
+    std::cout << "Name:        " << is["metadata"]["name"].get<std::string>() << "\n"
+              << "Repository:  " << status.value("dockerImageRepository", "") << "\n"
+              << "Tags:        " << status["tags"].size() << "\n";
+    for (const auto& t : status["tags"]) {
+        std::cout << "\n" << t["tag"].get<std::string>() << "\n";
+        std::vector<std::vector<std::string>> rows{
+            {"  ", "GENERATION", "IMAGE", "CREATED", "AGE", "CAUSE"}};
+        bool first = true;
+        for (const auto& item : t["items"]) {
+            rows.push_back({first ? "  *" : "  ", std::to_string(item["generation"].get<int64_t>()),
+                            item["image"], item["created"], age(item["created"]), item["cause"]});
+            first = false;
+        }
+        print_table(rows);
+    }
+    return 0;
+}
+
+std::string event_line(const json& e) {
+    std::string digest = e.value("digest", "");
+    std::string old = e.value("oldDigest", "");
+    std::string move =
+        old.empty() ? short_digest(digest) : short_digest(old) + " -> " + short_digest(digest);
+    return std::to_string(e.value("id", int64_t{0})) + "  " + e.value("time", "") + "  " +
+           e.value("type", "") + "  " + e.value("repository", "") + ":" + e.value("tag", "") +
+           "  generation " + std::to_string(e.value("generation", int64_t{0})) + "  " + move +
+           "  (" + e.value("cause", "") + ")";
+}
+
+// Lists recent events, or with --watch follows them (reconnecting after a
+// lost connection from the last event seen, so none is missed).
+int cmd_events(const Global& g, bool watch, int64_t since, int64_t count,
+               const std::string& output) {
+    if (!watch) {
+        std::string path = "/api/v1/events";
+        if (since >= 0) path += "?since=" + std::to_string(since);
+        auto list = api_get(g, path);
+        if (output == "json") {
+            std::cout << list.dump(2) << "\n";
+            return 0;
+        }
+        for (const auto& e : list["items"])
+            std::cout << event_line(e) << "\n";
+        if (list["items"].empty()) std::cerr << "No events.\n";
+        return 0;
+    }
+    int64_t seen = 0;
+    int64_t cursor = since;
+    bool reconnecting = false;
+    while (true) {
+        auto c = client_for(g.host);
+        std::string path = "/api/v1/events?watch=true";
+        if (cursor >= 0) path += "&since=" + std::to_string(cursor);
+        int status = 0;
+        std::string pending, error_body;
+        bool enough = false;
+        auto res = c->Get(
+            path,
+            [&](const httplib::Response& r) {
+                status = r.status;
+                return true;
+            },
+            [&](const char* data, size_t len) {
+                if (status >= 400) {
+                    error_body.append(data, len);
+                    return true;
+                }
+                pending.append(data, len);
+                size_t nl;
+                while ((nl = pending.find('\n')) != std::string::npos) {
+                    std::string line = pending.substr(0, nl);
+                    pending.erase(0, nl + 1);
+                    auto e = json::parse(line, nullptr, false);
+                    if (!e.is_object()) continue;
+                    cursor = e.value("id", cursor);
+                    if (e.value("type", "") == "Bookmark") continue;
+                    std::cout << (output == "json" ? e.dump() : event_line(e)) << "\n"
+                              << std::flush;
+                    if (count > 0 && ++seen >= count) {
+                        enough = true;
+                        return false;
+                    }
+                }
+                return true;
+            });
+        if (enough) return 0;
+        if (status >= 400) {
+            json err = json::parse(error_body, nullptr, false);
+            throw Error(err.is_object() ? err.value("message", error_body) : error_body);
+        }
+        if (!res && !reconnecting && status == 0) unreachable_daemon(g.host, res.error());
+        // The daemon stopped or the connection broke: resume after the last event.
+        if (!reconnecting)
+            std::cerr << "the event stream ended; reconnecting (from event " << cursor << ")\n";
+        reconnecting = true;
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        if (daemon_answers(g.host)) reconnecting = false;
+    }
+}
+
+std::string human_bytes(int64_t n) {
+    const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+    double v = static_cast<double>(n);
+    int u = 0;
+    while (v >= 1000 && u < 4) {
+        v /= 1000;
+        u++;
+    }
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << " " << units[u];
+    return s.str();
+}
+
+int cmd_gc(const Global& g, bool dry_run, const std::string& output) {
+    auto r =
+        api_post(g, std::string("/api/v1/gc") + (dry_run ? "?dryRun=true" : ""), json::object());
+    if (output == "json") {
+        std::cout << r.dump(2) << "\n";
+        return 0;
+    }
+    for (const auto& m : r["manifests"])
+        std::cout << (dry_run ? "would remove " : "removed ") << m["repository"].get<std::string>()
+                  << "@" << m["digest"].get<std::string>() << "\n";
+    std::cout << (dry_run ? "would free: " : "freed: ") << r["manifests"].size() << " manifests, "
+              << r["blobs"].size() << " blobs, " << human_bytes(r["bytes"].get<int64_t>()) << " ("
+              << r["links"].get<int64_t>() << " blob links; kept "
+              << r["markedManifests"].get<int64_t>() << " manifests in use, "
+              << r["keptYoung"].get<int64_t>() << " young entries inside gc.graceSeconds)\n";
+    return 0;
+}
+
 }  // namespace
 }  // namespace cascade::cli
 
 int main(int argc, char** argv) {
     using namespace cascade::cli;
+    // A daemon that closes a TLS connection first must cost an error, not the
+    // process (OpenSSL writes to the socket without MSG_NOSIGNAL).
+    signal(SIGPIPE, SIG_IGN);
     CLI::App app{
         "cascade: build images, track them as image streams, and roll out what runs on them"};
     app.require_subcommand(1);
@@ -469,14 +708,28 @@ int main(int argc, char** argv) {
     const char* env_host = std::getenv("CASCADE_HOST");
     g.host = env_host && *env_host ? env_host : kDefaultHost;
     app.add_option("--host", g.host, "daemon URL (env CASCADE_HOST)")->capture_default_str();
+    auto env_or = [](const char* name) {
+        const char* v = std::getenv(name);
+        return std::string(v ? v : "");
+    };
+    connection = {env_or("CASCADE_USERNAME"), env_or("CASCADE_PASSWORD"),
+                  env_or("CASCADE_CA_CERT")};
+    app.add_option("--username", connection.username,
+                   "user for a daemon with authentication (env CASCADE_USERNAME)");
+    app.add_option("--password", connection.password,
+                   "password (env CASCADE_PASSWORD, which other users cannot see in ps)");
+    app.add_option("--ca-cert", connection.ca_cert,
+                   "PEM file of the CA that signed the daemon's certificate (env CASCADE_CA_CERT)");
 
     ServeOptions serve_opts;
     auto* serve_cmd = app.add_subcommand("serve", "run the daemon in the foreground");
     serve_cmd->add_option("--root", serve_opts.root,
                           std::string("state root (default ") + kDefaultRoot + ")");
-    serve_cmd->add_option(
-        "--listen", serve_opts.listen,
-        std::string("HOST:PORT for the registry and API (default ") + kDefaultListen + ")");
+    serve_cmd
+        ->add_option(
+            "--listen", serve_opts.listen,
+            std::string("HOST:PORT for the registry and API (default ") + kDefaultListen + ")")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // the last one given wins
     serve_cmd->add_option("-c,--config", serve_opts.config, "configuration file (YAML)");
     serve_cmd->add_flag("--insecure", serve_opts.insecure,
                         "allow a non-loopback address without authentication and TLS");
@@ -531,6 +784,53 @@ int main(int argc, char** argv) {
     logs_cmd->add_option("target", logs_target, "build/NAME-N")->required();
     logs_cmd->add_flag("-f,--follow", logs_follow, "keep streaming until the build ends");
 
+    std::string import_target, import_from;
+    bool import_confirm = false, import_scheduled = false, import_insecure = false;
+    auto* import_cmd = app.add_subcommand(
+        "import-image", "import an image stream tag from another registry now (oc import-image)");
+    import_cmd->add_option("name", import_target, "NAME[:TAG] (no TAG: every tag that follows one)")
+        ->required();
+    import_cmd->add_option("--from", import_from,
+                           "the image to follow, e.g. docker.io/library/httpd:2.4");
+    import_cmd->add_flag("--confirm", import_confirm,
+                         "create the image stream tag, or change what it follows");
+    import_cmd->add_flag("--scheduled", import_scheduled,
+                         "re-check the image periodically (imports.intervalSeconds)");
+    import_cmd->add_flag("--insecure", import_insecure,
+                         "allow plain http:// or a TLS certificate that does not verify");
+
+    std::string tag_source, tag_dest;
+    auto* tag_cmd = app.add_subcommand(
+        "tag", "point a stream tag at an existing image, recorded in its history (a rollback)");
+    tag_cmd
+        ->add_option("source", tag_source, "STREAM:TAG, STREAM@sha256:… or STREAM:TAG#GENERATION")
+        ->required();
+    tag_cmd->add_option("destination", tag_dest, "STREAM:TAG to move")->required();
+
+    std::string describe_kind, describe_name;
+    auto* describe_cmd =
+        app.add_subcommand("describe", "show an image stream's tags with their whole history");
+    describe_cmd->add_option("kind", describe_kind, "imagestream (is), or imagestream/NAME")
+        ->required();
+    describe_cmd->add_option("name", describe_name, "stream name");
+
+    bool events_watch = false;
+    int64_t events_since = -1, events_count = 0;
+    std::string events_output;
+    auto* events_cmd = app.add_subcommand("events", "list tag moves, or follow them with --watch");
+    events_cmd->add_flag("-w,--watch", events_watch, "keep streaming new events");
+    events_cmd->add_option("--since", events_since, "only events after this id (a resume point)");
+    events_cmd->add_option("--count", events_count, "with --watch: stop after N events");
+    events_cmd->add_option("-o,--output", events_output, "json: one JSON object per event")
+        ->check(CLI::IsMember({"json"}));
+
+    bool gc_dry_run = false;
+    std::string gc_output;
+    auto* gc_cmd = app.add_subcommand(
+        "gc", "remove images that no tag, kept generation or running container uses");
+    gc_cmd->add_flag("--dry-run", gc_dry_run, "only report what would be removed");
+    gc_cmd->add_option("-o,--output", gc_output, "json")->check(CLI::IsMember({"json"}));
+
     CLI11_PARSE(app, argc, argv);
     while (!g.host.empty() && g.host.back() == '/')
         g.host.pop_back();
@@ -545,6 +845,14 @@ int main(int argc, char** argv) {
         if (*get_cmd) return cmd_get(g, get_kind, get_name, output);
         if (*sb_cmd) return cmd_start_build(g, sb_name, sb_follow, sb_wait);
         if (*logs_cmd) return cmd_logs(g, logs_target, logs_follow);
+        if (*tag_cmd) return cmd_tag(g, tag_source, tag_dest);
+        if (*describe_cmd) return cmd_describe(g, describe_kind, describe_name);
+        if (*events_cmd)
+            return cmd_events(g, events_watch, events_since, events_count, events_output);
+        if (*gc_cmd) return cmd_gc(g, gc_dry_run, gc_output);
+        if (*import_cmd)
+            return cmd_import_image(g, import_target, import_from, import_confirm, import_scheduled,
+                                    import_insecure);
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 1;

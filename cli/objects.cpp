@@ -7,6 +7,7 @@
 
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
+#include "oci/reference.hpp"
 
 namespace cascade::cli {
 
@@ -326,6 +327,52 @@ runtime::RouteSpec route_from_object(const nlohmann::json& obj) {
     }
     r.host = string_at(obj, "/metadata/annotations/cascade.io~1host-address", "127.0.0.1");
     return r;
+}
+
+std::vector<registry::ImportSpec> image_stream_imports_from_object(const nlohmann::json& obj) {
+    std::string name = object_name(obj);
+    std::vector<registry::ImportSpec> out;
+    nlohmann::json::json_pointer tp("/spec/tags");
+    if (!obj.contains(tp)) return out;
+    const auto& tags = obj.at(tp);
+    if (!tags.is_array()) throw Error(where(obj) + ": spec.tags must be a list");
+    for (size_t i = 0; i < tags.size(); i++) {
+        const auto& t = tags[i];
+        std::string at = "/spec/tags/" + std::to_string(i);
+        std::string field = "spec.tags[" + std::to_string(i) + "]";
+        if (!t.is_object()) throw Error(where(obj) + ": " + field + " must be an object");
+        std::string tag = string_at(obj, at + "/name");
+        if (!oci::is_valid_tag(tag))
+            throw Error(where(obj) + ": " + field + ".name \"" + tag +
+                        "\" is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})");
+        if (!t.contains("from")) continue;
+        std::string kind = string_at(obj, at + "/from/kind", "DockerImage");
+        if (kind != "DockerImage")
+            throw Error(where(obj) + ": " + field + ".from.kind \"" + kind +
+                        "\" is not supported (DockerImage: an image in another registry)");
+        registry::ImportSpec spec;
+        spec.repository = name;
+        spec.tag = tag;
+        spec.from = string_at(obj, at + "/from/name");
+        if (spec.from.empty()) throw Error(where(obj) + ": " + field + ".from.name is missing");
+        try {
+            oci::Reference::parse(spec.from);
+        } catch (const std::exception& e) {
+            throw Error(where(obj) + ": " + field + ".from.name \"" + spec.from +
+                        "\": " + e.what());
+        }
+        for (auto [key, value] :
+             {std::pair{"scheduled", &spec.scheduled}, std::pair{"insecure", &spec.insecure}}) {
+            nlohmann::json::json_pointer p(at + "/importPolicy/" + key);
+            if (!obj.contains(p)) continue;
+            if (!obj.at(p).is_boolean())
+                throw Error(where(obj) + ": " + field + ".importPolicy." + key +
+                            " must be true or false");
+            *value = obj.at(p).get<bool>();
+        }
+        out.push_back(std::move(spec));
+    }
+    return out;
 }
 
 }  // namespace cascade::cli

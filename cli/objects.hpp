@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/build_controller.hpp"
+#include "registry/importer.hpp"
 #include "runtime/deployment.hpp"
 
 namespace cascade::cli {
@@ -36,6 +37,10 @@ std::string object_name(const nlohmann::json& obj);  // metadata.name, throws wh
 engine::BuildConfigSpec build_config_from_object(const nlohmann::json& obj);
 runtime::DeploymentSpec deployment_from_object(const nlohmann::json& obj);
 runtime::RouteSpec route_from_object(const nlohmann::json& obj);
+// ImageStream spec.tags[] that follow an image in another registry
+// ({name, from: {kind: DockerImage, name: REF}, importPolicy: {scheduled,
+// insecure}}) → what the importer takes. Tags without `from` are skipped.
+std::vector<registry::ImportSpec> image_stream_imports_from_object(const nlohmann::json& obj);
 
 // "repo:tag" → {repo, tag}; a missing tag is "latest".
 std::pair<std::string, std::string> split_stream_tag(const std::string& text);

@@ -323,4 +323,26 @@ void cleanup_state_root(const std::filesystem::path& dir) {
         umount2(t.c_str(), MNT_DETACH);
 }
 
+TlsFiles make_self_signed_cert(const std::filesystem::path& dir) {
+    TlsFiles files{dir / "tls.crt", dir / "tls.key"};
+    std::filesystem::create_directories(dir);
+    auto r = run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                  "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                  "-keyout", files.key.string(), "-out", files.certificate.string()},
+                 std::chrono::seconds(60));
+    if (r.exit_code != 0) throw std::runtime_error("openssl req -x509 failed: " + r.err);
+    return files;
+}
+
+void make_htpasswd(const std::filesystem::path& file,
+                   const std::vector<std::pair<std::string, std::string>>& users) {
+    bool first = true;
+    for (const auto& [user, password] : users) {
+        auto r = run({"htpasswd", first ? "-Bbc" : "-Bb", file.string(), user, password},
+                     std::chrono::seconds(60));
+        if (r.exit_code != 0) throw std::runtime_error("htpasswd failed: " + r.err);
+        first = false;
+    }
+}
+
 }  // namespace cascade::test

@@ -88,4 +88,17 @@ std::vector<std::string> mounts_under(const std::filesystem::path& dir);
 // unmounts every mount point under `dir`. For test teardown.
 void cleanup_state_root(const std::filesystem::path& dir);
 
+// A self-signed certificate and its key for 127.0.0.1 and localhost (as
+// subjectAltNames), made with `openssl req -x509`: <dir>/tls.crt and
+// <dir>/tls.key. The certificate is its own CA (e.g. curl --cacert tls.crt).
+struct TlsFiles {
+    std::filesystem::path certificate;
+    std::filesystem::path key;
+};
+TlsFiles make_self_signed_cert(const std::filesystem::path& dir);
+
+// An htpasswd file of bcrypt entries, made with `htpasswd -Bbc` / `-Bb`.
+void make_htpasswd(const std::filesystem::path& file,
+                   const std::vector<std::pair<std::string, std::string>>& users);
+
 }  // namespace cascade::test
