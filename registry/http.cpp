@@ -629,7 +629,15 @@ void get_blob(Api& api, const Request& req, Response& res) {
         [mapping, offset](size_t at, size_t left, httplib::DataSink& sink) {
             const char* base = mapping->data();
             if (!base) return false;
-            return sink.write(base + offset + at, std::min(left, kBlobSendSlice));
+            size_t n = std::min(left, kBlobSendSlice);
+            if (!sink.write(base + offset + at, n)) return false;
+            // The pages sent leave this process's resident set (they stay in
+            // the page cache), so a big pull doesn't count as our memory.
+            static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+            size_t from = (offset + at) / page * page;
+            size_t to = (offset + at + n) / page * page;
+            if (to > from) ::madvise(const_cast<char*>(base) + from, to - from, MADV_DONTNEED);
+            return true;
         },
         [mapping](bool) { mapping->release(); });
 }
