@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -268,6 +269,41 @@ int cmd_apply(const Global& g, const std::string& file) {
 }
 
 // Streams a chunked response to stdout; returns the @@result JSON if any.
+// The receiving side of a streamed answer: an error status's body is kept for
+// the error message; otherwise the data goes to the command, whole lines at a
+// time with `lines` (which returns false to stop).
+struct StreamedAnswer {
+    int status = 0;
+    std::string error_body;
+    std::string pending;
+
+    bool on_response(const httplib::Response& r) {
+        status = r.status;
+        return true;
+    }
+    bool failed(const char* data, size_t len) {
+        if (status < 400) return false;
+        error_body.append(data, len);
+        return true;
+    }
+    bool lines(const char* data, size_t len, const std::function<bool(const std::string&)>& fn) {
+        if (failed(data, len)) return true;
+        pending.append(data, len);
+        size_t nl;
+        while ((nl = pending.find('\n')) != std::string::npos) {
+            std::string line = pending.substr(0, nl);
+            pending.erase(0, nl + 1);
+            if (!fn(line)) return false;
+        }
+        return true;
+    }
+    void throw_if_failed() const {
+        if (status < 400) return;
+        json err = json::parse(error_body, nullptr, false);
+        throw Error(err.is_object() ? err.value("message", error_body) : error_body);
+    }
+};
+
 int cmd_build(const Global& g, const std::string& tag, const std::string& file,
               const std::vector<std::string>& build_args, const std::string& target, bool no_cache,
               const std::string& network, const std::string& context) {
@@ -291,42 +327,26 @@ int cmd_build(const Global& g, const std::string& tag, const std::string& file,
                  {"buildArgs", args},       {"target", target},         {"noCache", no_cache},
                  {"network", network}};
     auto c = client_for(g.host);
-    std::string pending;
     json result;
     httplib::Request req;
     req.method = "POST";
     req.path = "/api/v1/build";
     req.body = body.dump();
     req.set_header("Content-Type", "application/json");
-    int status = 0;
-    std::string error_body;
-    req.response_handler = [&](const httplib::Response& r) {
-        status = r.status;
-        return true;
-    };
+    StreamedAnswer answer;
+    req.response_handler = [&](const httplib::Response& r) { return answer.on_response(r); };
     req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
-        if (status >= 400) {
-            error_body.append(data, len);
-            return true;
-        }
-        pending.append(data, len);
-        size_t nl;
-        while ((nl = pending.find('\n')) != std::string::npos) {
-            std::string line = pending.substr(0, nl);
-            pending.erase(0, nl + 1);
+        return answer.lines(data, len, [&](const std::string& line) {
             if (line.rfind("@@result ", 0) == 0)
                 result = json::parse(line.substr(9));
             else
                 std::cout << line << "\n" << std::flush;
-        }
-        return true;
+            return true;
+        });
     };
     auto res = c->send(req);
     if (!res) unreachable_daemon(g.host, res.error());
-    if (status >= 400) {
-        json err = json::parse(error_body, nullptr, false);
-        throw Error(err.is_object() ? err.value("message", error_body) : error_body);
-    }
+    answer.throw_if_failed();
     if (result.is_null()) throw Error("the daemon ended the build stream without a result");
     if (!result["ok"].get<bool>()) throw Error(result["error"].get<std::string>());
     std::cout << "--> " << result["image"].get<std::string>() << " "
@@ -339,26 +359,16 @@ int cmd_build(const Global& g, const std::string& tag, const std::string& file,
 void stream_build_log(const Global& g, const std::string& build, bool follow) {
     auto c = client_for(g.host);
     std::string path = "/api/v1/builds/" + build + "/log" + (follow ? "?follow=true" : "");
-    int status = 0;
-    std::string error_body;
+    StreamedAnswer answer;
     auto res = c->Get(
-        path,
-        [&](const httplib::Response& r) {
-            status = r.status;
-            return true;
-        },
+        path, [&](const httplib::Response& r) { return answer.on_response(r); },
         [&](const char* data, size_t len) {
-            if (status >= 400)
-                error_body.append(data, len);
-            else
+            if (!answer.failed(data, len))
                 std::cout.write(data, static_cast<std::streamsize>(len)).flush();
             return true;
         });
     if (!res) unreachable_daemon(g.host, res.error());
-    if (status >= 400) {
-        json err = json::parse(error_body, nullptr, false);
-        throw Error(err.is_object() ? err.value("message", error_body) : error_body);
-    }
+    answer.throw_if_failed();
 }
 
 int wait_build(const Global& g, const std::string& build) {
@@ -615,44 +625,28 @@ int cmd_events(const Global& g, bool watch, int64_t since, int64_t count,
         auto c = client_for(g.host);
         std::string path = "/api/v1/events?watch=true";
         if (cursor >= 0) path += "&since=" + std::to_string(cursor);
-        int status = 0;
-        std::string pending, error_body;
+        StreamedAnswer answer;
         bool enough = false;
         auto res = c->Get(
-            path,
-            [&](const httplib::Response& r) {
-                status = r.status;
-                return true;
-            },
+            path, [&](const httplib::Response& r) { return answer.on_response(r); },
             [&](const char* data, size_t len) {
-                if (status >= 400) {
-                    error_body.append(data, len);
-                    return true;
-                }
-                pending.append(data, len);
-                size_t nl;
-                while ((nl = pending.find('\n')) != std::string::npos) {
-                    std::string line = pending.substr(0, nl);
-                    pending.erase(0, nl + 1);
+                return answer.lines(data, len, [&](const std::string& line) {
                     auto e = json::parse(line, nullptr, false);
-                    if (!e.is_object()) continue;
+                    if (!e.is_object()) return true;
                     cursor = e.value("id", cursor);
-                    if (e.value("type", "") == "Bookmark") continue;
+                    if (e.value("type", "") == "Bookmark") return true;
                     std::cout << (output == "json" ? e.dump() : event_line(e)) << "\n"
                               << std::flush;
                     if (count > 0 && ++seen >= count) {
                         enough = true;
                         return false;
                     }
-                }
-                return true;
+                    return true;
+                });
             });
         if (enough) return 0;
-        if (status >= 400) {
-            json err = json::parse(error_body, nullptr, false);
-            throw Error(err.is_object() ? err.value("message", error_body) : error_body);
-        }
-        if (!res && !reconnecting && status == 0) unreachable_daemon(g.host, res.error());
+        answer.throw_if_failed();
+        if (!res && !reconnecting && answer.status == 0) unreachable_daemon(g.host, res.error());
         // The daemon stopped or the connection broke: resume after the last event.
         if (!reconnecting)
             std::cerr << "the event stream ended; reconnecting (from event " << cursor << ")\n";

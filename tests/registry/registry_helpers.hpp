@@ -82,11 +82,13 @@ inline std::string make_index(const std::vector<SampleImage>& children) {
     return idx.dump(2);
 }
 
-// The Distribution API over a store, served in-process on 127.0.0.1.
+// The Distribution API over a store (with its options), served in-process on
+// 127.0.0.1.
 class RegistryServer {
   public:
-    explicit RegistryServer(Store& store) : port_(test::free_port()) {
-        register_distribution_routes(server_, store);
+    explicit RegistryServer(Store& store, DistributionOptions options = {})
+        : distribution(store, options), port_(test::free_port()) {
+        distribution.register_routes(server_);
         // CASCADE_TEST_HTTP_LOG=1 logs every request, to see what a client does.
         if (std::getenv("CASCADE_TEST_HTTP_LOG"))
             server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
@@ -105,6 +107,8 @@ class RegistryServer {
     }
     RegistryServer(const RegistryServer&) = delete;
     RegistryServer& operator=(const RegistryServer&) = delete;
+
+    Distribution distribution;
 
     uint16_t port() const { return port_; }
     std::string address() const { return "127.0.0.1:" + std::to_string(port_); }

@@ -16,45 +16,6 @@
 
 namespace cascade::registry::testing {
 
-// A Distribution (with its options) on its own httplib::Server.
-class DistributionServer {
-  public:
-    DistributionServer(Store& store, DistributionOptions options)
-        : distribution(store, options), port_(test::free_port()) {
-        distribution.register_routes(server_);
-        if (std::getenv("CASCADE_TEST_HTTP_LOG"))
-            server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-                std::fprintf(stderr, "%s %s -> %d\n", req.method.c_str(), req.target.c_str(),
-                             res.status);
-            });
-        if (!server_.bind_to_port("127.0.0.1", port_))
-            throw Error("cannot bind 127.0.0.1:" + std::to_string(port_));
-        thread_ = std::thread([this] { server_.listen_after_bind(); });
-        test::eventually([this] { return server_.is_running(); }, std::chrono::seconds(10));
-    }
-    ~DistributionServer() {
-        server_.stop();
-        thread_.join();
-    }
-    DistributionServer(const DistributionServer&) = delete;
-    DistributionServer& operator=(const DistributionServer&) = delete;
-
-    std::unique_ptr<httplib::Client> client() const {
-        auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
-        c->set_read_timeout(60, 0);
-        c->set_write_timeout(60, 0);
-        return c;
-    }
-    uint16_t port() const { return port_; }
-
-    Distribution distribution;
-
-  private:
-    uint16_t port_;
-    httplib::Server server_;
-    std::thread thread_;
-};
-
 inline const std::string kOciManifestType(oci::media::kImageManifest);
 inline const std::string kOciIndexType(oci::media::kImageIndex);
 inline const std::string kOctets = "application/octet-stream";
@@ -65,7 +26,7 @@ class SpecTest : public ::testing::Test {
 
     void SetUp() override {
         s = std::make_unique<StoreOnDisk>(tmp.path());
-        server = std::make_unique<DistributionServer>(s->store, options());
+        server = std::make_unique<RegistryServer>(s->store, options());
         http = server->client();
     }
     void TearDown() override {
@@ -112,7 +73,7 @@ class SpecTest : public ::testing::Test {
 
     fs::TempDir tmp;
     std::unique_ptr<StoreOnDisk> s;
-    std::unique_ptr<DistributionServer> server;
+    std::unique_ptr<RegistryServer> server;
     std::unique_ptr<httplib::Client> http;
 };
 
