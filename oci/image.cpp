@@ -220,6 +220,7 @@ json to_json(const HealthConfig& h) {
     if (h.interval_ns) j["Interval"] = h.interval_ns;
     if (h.timeout_ns) j["Timeout"] = h.timeout_ns;
     if (h.start_period_ns) j["StartPeriod"] = h.start_period_ns;
+    if (h.start_interval_ns) j["StartInterval"] = h.start_interval_ns;
     if (h.retries) j["Retries"] = h.retries;
     return j;
 }
@@ -231,6 +232,7 @@ HealthConfig health_at(const json& j, const Where& w) {
     h.interval_ns = get_int64(j, "Interval", w);
     h.timeout_ns = get_int64(j, "Timeout", w);
     h.start_period_ns = get_int64(j, "StartPeriod", w);
+    h.start_interval_ns = get_int64(j, "StartInterval", w);
     int64_t retries = get_int64(j, "Retries", w);
     if (retries < std::numeric_limits<int>::min() || retries > std::numeric_limits<int>::max())
         throw Error((w / "Retries").str() + ": out of range");

@@ -69,6 +69,7 @@ struct HealthConfig {
     std::vector<std::string> test;
     int64_t interval_ns = 0, timeout_ns = 0, start_period_ns = 0;
     int retries = 0;
+    int64_t start_interval_ns = 0;
     bool operator==(const HealthConfig&) const = default;
 };
 

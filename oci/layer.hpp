@@ -19,6 +19,10 @@ std::string layer_media_type(Compression c);
 struct LayerWriteOptions {
     Compression compression = Compression::Gzip;
     int compression_level = -1;  // -1: the library's default
+    // Compression threads (gzip: pigz-style blocks, see oci/pgzip.hpp; zstd:
+    // ZSTD_c_nbWorkers). 0: one per hardware thread. The bytes written do not
+    // depend on it.
+    unsigned threads = 0;
     // Every entry's mtime is clamped to this (SOURCE_DATE_EPOCH semantics):
     // entries newer than it get it. nullopt: SOURCE_DATE_EPOCH if set, else
     // times are kept as they are.
@@ -51,6 +55,13 @@ LayerWriteResult write_layer(const std::filesystem::path& dir,
 struct LayerApplyOptions {
     // When false, owners are not restored (for tests as non-root).
     bool restore_owners = true;
+    // The root is one layer of an overlayfs stack (a lower dir of its own, as
+    // runtime::LayerCache keeps them), not the merged tree: a ".wh.<name>"
+    // this layer did not itself create becomes overlayfs' whiteout (a 0/0
+    // character device) and ".wh..wh..opq" marks its directory opaque
+    // (trusted.overlay.opaque=y), so they hide what the lower layers hold.
+    // Needs CAP_MKNOD and CAP_SYS_ADMIN (root).
+    bool overlay_whiteouts = false;
 };
 
 struct LayerApplyResult {

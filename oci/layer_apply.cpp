@@ -258,6 +258,10 @@ class Applier {
         if (type != AE_IFDIR && type != AE_IFREG && type != AE_IFLNK && type != AE_IFCHR &&
             type != AE_IFBLK && type != AE_IFIFO)
             return;  // sockets and unknown types are not restored
+        // A directory replacing this layer's whiteout of the same name hides
+        // the lower layers' directory: opaque.
+        const bool over_whiteout =
+            options_.overlay_whiteouts && exists && is_overlay_whiteout(existing);
         if (exists && !(S_ISDIR(existing.st_mode) && type == AE_IFDIR)) {
             remove_at(parent.get(), base, name);
             exists = false;
@@ -279,6 +283,7 @@ class Applier {
                                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
                 if (!dir) throw sys_error("open", name, errno);
                 set_xattrs(dir.get(), e, name);
+                if (over_whiteout) mark_opaque(dir.get(), name);
                 struct stat st = fstat_or_throw(dir.get(), name);
                 // Owner, mode and times of directories are set at the end, so
                 // that adding children neither fails nor changes them.
@@ -328,6 +333,11 @@ class Applier {
     void apply_whiteout(const std::vector<std::string>& parent_comps, const std::string& base) {
         result_.whiteouts++;
         if (base == kOpaqueMarker) {
+            if (options_.overlay_whiteouts) {
+                fs::Fd dir = walk(parent_comps, true);
+                mark_opaque(dir.get(), join(parent_comps));
+                return;
+            }
             fs::Fd dir = walk(parent_comps, false);
             if (dir) clear_opaque(dir.get(), join(parent_comps));
             return;
@@ -336,12 +346,26 @@ class Applier {
         std::string target = base.substr(kWhiteoutPrefix.size());
         if (target.empty() || target == "." || target == "..")
             throw Error("whiteout \"" + base + "\" names no file");
-        fs::Fd parent = walk(parent_comps, false);
+        fs::Fd parent = walk(parent_comps, options_.overlay_whiteouts);
         if (!parent) return;
         // Whiteouts hide what lower layers put there, never this layer's files.
         if (created_.contains(inode_key(fstat_or_throw(parent.get(), base), target))) return;
         std::string shown = join(parent_comps);
-        remove_at(parent.get(), target, shown.empty() ? target : shown + "/" + target);
+        shown = shown.empty() ? target : shown + "/" + target;
+        remove_at(parent.get(), target, shown);
+        if (options_.overlay_whiteouts &&
+            ::mknodat(parent.get(), target.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0)
+            throw sys_error("mknod whiteout", shown, errno);
+    }
+
+    void mark_opaque(int dirfd, const std::string& shown) {
+        if (::fsetxattr(dirfd, "trusted.overlay.opaque", "y", 1, 0) != 0)
+            throw sys_error("mark opaque (setxattr trusted.overlay.opaque)",
+                            shown.empty() ? "/" : shown, errno);
+    }
+
+    static bool is_overlay_whiteout(const struct stat& st) {
+        return S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
     }
 
     // Empties `dirfd` of everything lower layers put there; what this layer

@@ -9,7 +9,6 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 #include "oci/image.hpp"
 #include "oci/layer.hpp"
 #include "oci/media_types.hpp"
+#include "oci/pgzip.hpp"
 
 namespace cascade::oci {
 
@@ -38,19 +38,13 @@ constexpr std::string_view kOverlayXattrPrefix = "trusted.overlay.";
 
 class LayerSink {
   public:
-    LayerSink(int fd, std::string path, Compression c, int level)
+    LayerSink(int fd, std::string path, Compression c, int level, unsigned threads)
         : fd_(fd), path_(std::move(path)), compression_(c) {
         if (c == Compression::Gzip) {
-            if (level == -1) level = Z_DEFAULT_COMPRESSION;
-            if (level != Z_DEFAULT_COMPRESSION && (level < 0 || level > 9))
-                throw Error("gzip compression level " + std::to_string(level) +
-                            " is out of range (0..9, or -1 for the default)");
-            // windowBits 15+16: a gzip wrapper. zlib's default gzip header has
-            // MTIME 0, no FNAME and no FCOMMENT, so the bytes depend only on
-            // the input.
-            if (deflateInit2(&zs_, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-                throw Error("zlib: deflateInit2 failed for " + path_);
-            zlib_open_ = true;
+            // Blocks deflated on all cores; MTIME 0, no FNAME and no FCOMMENT
+            // in the header, so the bytes depend only on the input.
+            gzip_ = std::make_unique<ParallelGzip>([this](const void* d, size_t n) { emit(d, n); },
+                                                   level, threads, path_);
         } else if (c == Compression::Zstd) {
             if (level == -1) level = ZSTD_CLEVEL_DEFAULT;
             if (level < 1 || level > ZSTD_maxCLevel())
@@ -61,11 +55,19 @@ class LayerSink {
             if (!zstd_) throw Error("zstd: cannot create a compression context");
             check_zstd(ZSTD_CCtx_setParameter(zstd_, ZSTD_c_compressionLevel, level));
             check_zstd(ZSTD_CCtx_setParameter(zstd_, ZSTD_c_checksumFlag, 1));
+            // Multi-threaded zstd gives the same bytes for every nbWorkers >= 1
+            // (a libzstd built without threads refuses the parameter: stay
+            // single-threaded, which differs, but consistently so).
+            ZSTD_bounds workers = ZSTD_cParam_getBounds(ZSTD_c_nbWorkers);
+            if (!ZSTD_isError(workers.error) && workers.upperBound >= 1) {
+                int n = static_cast<int>(compression_threads(threads));
+                check_zstd(ZSTD_CCtx_setParameter(zstd_, ZSTD_c_nbWorkers,
+                                                  std::min(std::max(n, 1), workers.upperBound)));
+            }
         }
         out_buf_.resize(1 << 17);
     }
     ~LayerSink() {
-        if (zlib_open_) deflateEnd(&zs_);
         if (zstd_) ZSTD_freeCCtx(zstd_);
     }
     LayerSink(const LayerSink&) = delete;
@@ -78,7 +80,7 @@ class LayerSink {
                 emit(data, size);
                 break;
             case Compression::Gzip:
-                deflate_some(data, size, Z_NO_FLUSH);
+                gzip_->write(data, size);
                 break;
             case Compression::Zstd:
                 zstd_some(data, size, ZSTD_e_continue);
@@ -87,7 +89,7 @@ class LayerSink {
     }
 
     void finish() {
-        if (compression_ == Compression::Gzip) deflate_some(nullptr, 0, Z_FINISH);
+        if (compression_ == Compression::Gzip) gzip_->finish();
         if (compression_ == Compression::Zstd) zstd_some(nullptr, 0, ZSTD_e_end);
     }
 
@@ -99,20 +101,6 @@ class LayerSink {
     void emit(const void* data, size_t size) {
         out_hash_.update(data, size);
         fs::write_all(fd_, std::string_view(static_cast<const char*>(data), size), path_);
-    }
-
-    void deflate_some(const void* data, size_t size, int flush) {
-        zs_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
-        zs_.avail_in = static_cast<uInt>(size);
-        while (true) {
-            zs_.next_out = reinterpret_cast<Bytef*>(out_buf_.data());
-            zs_.avail_out = static_cast<uInt>(out_buf_.size());
-            int rc = deflate(&zs_, flush);
-            if (rc == Z_STREAM_ERROR) throw Error("zlib: deflate failed writing " + path_);
-            size_t produced = out_buf_.size() - zs_.avail_out;
-            if (produced) emit(out_buf_.data(), produced);
-            if (flush == Z_FINISH ? rc == Z_STREAM_END : zs_.avail_out != 0) break;
-        }
     }
 
     void zstd_some(const void* data, size_t size, ZSTD_EndDirective mode) {
@@ -135,8 +123,7 @@ class LayerSink {
     int fd_;
     std::string path_;
     Compression compression_;
-    z_stream zs_{};
-    bool zlib_open_ = false;
+    std::unique_ptr<ParallelGzip> gzip_;
     ZSTD_CCtx* zstd_ = nullptr;
     std::string out_buf_;
     Sha256 tar_hash_;
@@ -392,7 +379,8 @@ class TreeWriter {
     }
 
     void copy_data(int fd, const Node& n, const std::string& path) {
-        std::string buf(1 << 16, '\0');
+        std::string& buf = buf_;  // one buffer for every file: no per-file memset
+        if (buf.empty()) buf.resize(1 << 17);
         int64_t left = n.st.st_size;
         while (left > 0) {
             ssize_t r = ::read(fd, buf.data(), buf.size());
@@ -433,6 +421,7 @@ class TreeWriter {
     const LayerWriteOptions& options_;
     std::optional<int64_t> clamp_;
     std::map<std::pair<dev_t, ino_t>, std::string> links_;
+    std::string buf_;
     int64_t entries_ = 0;
 };
 
@@ -460,8 +449,8 @@ LayerWriteResult write_layer(const std::filesystem::path& dir,
     std::optional<int64_t> clamp = options.clamp_mtime ? options.clamp_mtime : source_date_epoch();
     fs::Fd out = fs::open_or_throw(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     try {
-        LayerSink sink(out.get(), out_path.string(), options.compression,
-                       options.compression_level);
+        LayerSink sink(out.get(), out_path.string(), options.compression, options.compression_level,
+                       options.threads);
         WriteContext ctx{&sink, nullptr};
         std::unique_ptr<struct archive, ArchiveWriteDeleter> a(archive_write_new());
         if (!a) throw Error("libarchive: archive_write_new failed");

@@ -247,7 +247,11 @@ std::filesystem::path LayerCache::unpacked(const oci::Descriptor& layer,
             if (::chmod(temp.path().c_str(), 0755) != 0)
                 throw sys_error("chmod", temp.path().string(), errno);
             try {
-                oci::apply_layer(blob, temp.path());
+                // Each layer is a lower dir of its own: its deletions must
+                // stay as overlayfs whiteouts to hide the layers below.
+                oci::LayerApplyOptions apply;
+                apply.overlay_whiteouts = true;
+                oci::apply_layer(blob, temp.path(), apply);
             } catch (const Error& e) {
                 throw Error("unpack layer " + layer.digest.str() + " (diff ID " + diff_id.str() +
                             "): " + e.what());
@@ -266,6 +270,20 @@ std::filesystem::path LayerCache::unpacked(const oci::Descriptor& layer,
     }
     forget();
     return dir;
+}
+
+bool LayerCache::adopt(const std::filesystem::path& dir, const oci::Digest& diff_id) {
+    if (diff_id.empty()) throw Error("adopt " + dir.string() + ": no diff ID");
+    const std::string key = diff_id.algorithm() + "-" + diff_id.encoded();
+    const auto target = root_ / (diff_id.algorithm() == "sha256" ? diff_id.encoded() : key);
+    if (is_real_directory(target)) return false;
+    if (::renameat2(AT_FDCWD, dir.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) != 0) {
+        if (errno == EEXIST || errno == ENOTEMPTY) return false;
+        if (errno == EXDEV) return false;  // another file system: unpack later instead
+        throw sys_error("rename layer dir into the cache as", target.string(), errno);
+    }
+    fs::fsync_dir(root_);
+    return true;
 }
 
 std::vector<std::filesystem::path> LayerCache::unpack_image(const oci::Manifest& manifest,

@@ -34,6 +34,13 @@ class LayerCache {
     std::vector<std::filesystem::path> unpack_image(const oci::Manifest& manifest,
                                                     const oci::ImageConfig& config);
 
+    // Moves `dir` into the cache as the unpacked layer `diff_id` (rename, no
+    // copy). `dir` must already be in the cache's format, a lower dir of its
+    // own (overlayfs whiteouts, opaque directories), with exactly the content
+    // the layer unpacks to, e.g. an overlay upper dir just written as that
+    // layer. False (and `dir` left alone) when the layer is cached already.
+    bool adopt(const std::filesystem::path& dir, const oci::Digest& diff_id);
+
     const std::filesystem::path& root() const { return root_; }
     // An always-empty directory (lower for images without layers).
     std::filesystem::path empty_dir() const;
