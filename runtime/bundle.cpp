@@ -15,6 +15,7 @@
 
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
+#include "runtime/seccomp.hpp"
 
 namespace cascade::runtime {
 
@@ -238,8 +239,10 @@ ProcessUser resolve_user(const std::filesystem::path& rootfs, const std::string&
         }
     }
 
-    // Supplementary groups: those listing the user as a member (as Docker does).
-    if (entry) {
+    // Supplementary groups, as containerd and buildah set them: the primary
+    // group, then (when USER names no group) those listing the user as a member.
+    out.additional_gids.push_back(out.gid);
+    if (entry && !has_group) {
         for (const auto& g : groups) {
             if (std::find(g.members.begin(), g.members.end(), entry->name) == g.members.end())
                 continue;
@@ -306,6 +309,14 @@ nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs,
         mount("/sys/fs/cgroup", "cgroup", "cgroup",
               {"nosuid", "noexec", "nodev", "relatime", "ro"}),
     });
+    for (const auto& t : options.tmpfs) {
+        if (t.destination.empty() || t.destination[0] != '/')
+            throw Error("tmpfs mount destination \"" + t.destination +
+                        "\" must be an absolute path");
+        std::vector<std::string> tmpfs_options = {"nosuid", "nodev"};
+        tmpfs_options.insert(tmpfs_options.end(), t.options.begin(), t.options.end());
+        mounts.push_back(mount(t.destination, "tmpfs", "tmpfs", std::move(tmpfs_options)));
+    }
     for (const auto& b : options.binds) {
         if (b.destination.empty() || b.destination[0] != '/')
             throw Error("bind mount destination \"" + b.destination + "\" (from " +
@@ -325,7 +336,7 @@ nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs,
     // runc brings up.
     if (options.network != NetworkMode::Host) namespaces.push_back({{"type", "network"}});
 
-    return {
+    nlohmann::json spec = {
         {"ociVersion", "1.0.2"},
         {"process", process},
         {"root",
@@ -339,6 +350,8 @@ nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs,
           {"maskedPaths", kMaskedPaths},
           {"readonlyPaths", kReadonlyPaths}}},
     };
+    if (options.seccomp) spec["linux"]["seccomp"] = default_seccomp_profile(kCapabilities);
+    return spec;
 }
 
 void write_bundle_config(const std::filesystem::path& bundle_dir, const nlohmann::json& spec) {

@@ -45,6 +45,14 @@ struct BundleOptions {
         bool readonly = false;
     };
     std::vector<Bind> binds;
+    // tmpfs mounts (before the binds, so a bind may land inside one).
+    struct Tmpfs {
+        std::string destination;
+        std::vector<std::string> options;  // e.g. "size=65536k"
+    };
+    std::vector<Tmpfs> tmpfs;
+    // Docker's default seccomp profile (runtime/seccomp.hpp); false: none.
+    bool seccomp = true;
     // Host files bound in as /etc/resolv.conf and /etc/hosts (when set).
     std::optional<std::filesystem::path> resolv_conf, hosts;
 };
@@ -57,7 +65,7 @@ BundleOptions options_from_image(const oci::ContainerConfig& config,
 // The runtime spec for a rootfs at `<bundle>/rootfs`: namespaces (pid, ipc,
 // uts, mount, network unless host), the default mounts (/proc, /dev, /dev/pts,
 // /dev/shm, /dev/mqueue, /sys), a Docker-like capability set, no_new_privs,
-// masked and read-only kernel paths.
+// masked and read-only kernel paths, Docker's default seccomp profile.
 nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs, const BundleOptions& options);
 
 // Writes config.json into `bundle_dir` (atomically).

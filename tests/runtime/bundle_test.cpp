@@ -47,7 +47,15 @@ TEST_F(ResolveUserTest, NameGivesUidPrimaryGidAndMemberships) {
     auto u = resolve_user(rootfs_, "app");
     EXPECT_EQ(u.uid, 1000u);
     EXPECT_EQ(u.gid, 1001u);
-    EXPECT_EQ(u.additional_gids, (std::vector<uint32_t>{2000, 2001}));
+    // The primary group first, as containerd and buildah list it.
+    EXPECT_EQ(u.additional_gids, (std::vector<uint32_t>{1001, 2000, 2001}));
+}
+
+TEST_F(ResolveUserTest, ExplicitGroupIsTheOnlyGroup) {
+    auto u = resolve_user(rootfs_, "app:more");
+    EXPECT_EQ(u.uid, 1000u);
+    EXPECT_EQ(u.gid, 2001u);
+    EXPECT_EQ(u.additional_gids, (std::vector<uint32_t>{2001}));
 }
 
 TEST_F(ResolveUserTest, NumericUidFoundInPasswdUsesItsGroup) {
@@ -192,7 +200,7 @@ TEST_F(RuntimeSpecTest, HasDockerDefaults) {
     EXPECT_EQ(p["terminal"], false);
     EXPECT_EQ(p["user"]["uid"], 1000);
     EXPECT_EQ(p["user"]["gid"], 1000);
-    EXPECT_EQ(p["user"]["additionalGids"], nlohmann::json::array({50}));
+    EXPECT_EQ(p["user"]["additionalGids"], nlohmann::json::array({1000, 50}));
     EXPECT_EQ(p["args"], nlohmann::json(o.args));
     EXPECT_EQ(p["cwd"], "/www");
     EXPECT_EQ(p["noNewPrivileges"], true);
