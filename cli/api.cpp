@@ -130,7 +130,10 @@ json build_json(const engine::BuildRecord& b) {
                    {"completionTimestamp", rfc3339_ms(b.finished)},
                    {"output", {{"to", {{"imageDigest", b.image_digest}}}}},
                    {"base", {{"name", b.base_name}, {"digest", b.base_digest}}},
-                   {"tagMoved", b.tag_moved}};
+                   {"tagMoved", b.tag_moved},
+                   {"steps", json::array()}};
+    for (const auto& step : b.steps)
+        status["steps"].push_back(engine::step_report_json(step));
     if (b.started && b.finished) status["duration"] = (b.finished - b.started) * 1000000;  // ns
     return {{"apiVersion", "build.openshift.io/v1"},
             {"kind", "Build"},
@@ -139,7 +142,9 @@ json build_json(const engine::BuildRecord& b) {
               {"creationTimestamp", rfc3339_ms(b.created)},
               {"labels", {{"buildconfig", b.config}}},
               {"annotations", {{"openshift.io/build.number", std::to_string(b.number)}}}}},
-            {"spec", {{"triggeredBy", json::array({{{"message", b.cause}}})}}},
+            {"spec",
+             {{"triggeredBy",
+               json::array({{{"message", b.cause}, {"type", engine::to_string(b.cause_kind)}}})}}},
             {"status", status}};
 }
 
@@ -362,6 +367,10 @@ void handle_adhoc_build(ApiContext& ctx, const httplib::Request& req, httplib::R
     build.target = body.value("target", "");
     build.no_cache = body.value("noCache", false);
     build.network_host = body.value("network", "host") != "none";
+    // RUN --mount=type=secret: id → a file on this host (cascade build --secret).
+    const json secrets = body.value("secrets", json::object());
+    for (const auto& [id, path] : secrets.items())
+        build.secrets[id] = path.get<std::string>();
     auto [repo, tag] = split_stream_tag(body.at("tag").get<std::string>());
     if (!oci::is_valid_repository_name(repo))
         throw Error("invalid image name \"" + repo +
@@ -374,6 +383,9 @@ void handle_adhoc_build(ApiContext& ctx, const httplib::Request& req, httplib::R
 
     auto stream = std::make_shared<LogStream>();
     build.log = [stream](const std::string& line) { stream->push(line); };
+    // The client leaving (Ctrl-C on `cascade build`) cancels the build.
+    build.cancel = std::make_shared<engine::CancelToken>();
+    auto cancel = build.cancel;
     ctx.adhoc_builds++;
     std::thread([&ctx, build, stream]() mutable {
         try {
@@ -390,10 +402,14 @@ void handle_adhoc_build(ApiContext& ctx, const httplib::Request& req, httplib::R
         }
         ctx.adhoc_builds--;
     }).detach();
-    res.set_chunked_content_provider("text/plain", [stream](size_t, httplib::DataSink& sink) {
-        if (stream->drain(sink)) sink.done();
-        return true;
-    });
+    res.set_chunked_content_provider("text/plain",
+                                     [stream, cancel](size_t, httplib::DataSink& sink) {
+                                         if (stream->drain(sink))
+                                             sink.done();
+                                         else
+                                             cancel->cancel();
+                                         return true;
+                                     });
 }
 
 // POST /api/v1/imagestreams/NAME/import {tag, from, confirm, scheduled,
@@ -547,7 +563,7 @@ void handle_build_log(ApiContext& ctx, const httplib::Request& req, httplib::Res
                 }
                 if (!follow) break;
                 auto b = builds->build(name);
-                if (!b || b->phase == "Complete" || b->phase == "Failed") {
+                if (!b || b->finished_phase()) {
                     // One more read catches the last lines written before the phase changed.
                     if (in.is_open()) {
                         in.clear();
@@ -711,9 +727,34 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                     send_json(res, build_json(*ctx.builds.build(build)), 201);
                 }));
 
+    // A generic webhook (OpenShift's): POST starts a build caused by "webhook".
+    server.Post(R"(/api/v1/buildconfigs/([^/]+)/webhooks/generic)",
+                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    std::string name = req.matches[1];
+                    if (!ctx.builds.config(name))
+                        return send_error(res, 404, "build config \"" + name + "\" not found");
+                    auto build = ctx.builds.start_build(name, "webhook (generic)",
+                                                        engine::BuildCause::Webhook);
+                    send_json(res, build_json(*ctx.builds.build(build)), 201);
+                }));
+
     server.Post(R"(/api/v1/imagestreams/([^/]+)/import)",
                 guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
                     handle_import(ctx, req, res);
+                }));
+
+    server.Post(R"(/api/v1/builds/([^/]+)/cancel)",
+                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    std::string name = req.matches[1];
+                    if (!ctx.builds.build(name))
+                        return send_error(
+                            res, 404,
+                            "build \"" + name + "\" not found; `cascade get builds` lists them");
+                    bool cancelled = ctx.builds.cancel(name);
+                    auto b = ctx.builds.build(name);
+                    json out = b ? build_json(*b) : json::object();
+                    out["cancelled"] = cancelled;
+                    send_json(res, out);
                 }));
 
     server.Get(R"(/api/v1/builds/([^/]+)/log)",

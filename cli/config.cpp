@@ -87,7 +87,7 @@ ServerConfig load_server_config(const std::filesystem::path& file) {
     if (root.IsNull()) return c;
     r.only_keys(root, "",
                 {"listen", "root", "insecure", "tls", "auth", "access", "gc", "uploads", "imports",
-                 "notifications"});
+                 "notifications", "buildCache", "registries"});
     if (root["listen"]) c.listen = r.str(root["listen"], "listen");
     if (root["root"]) c.root = r.path(root["root"], "root");
     if (root["insecure"]) c.insecure = r.boolean(root["insecure"], "insecure");
@@ -130,6 +130,11 @@ ServerConfig load_server_config(const std::filesystem::path& file) {
         if (gc["graceSeconds"])
             c.gc_grace_seconds = r.integer(gc["graceSeconds"], "gc.graceSeconds", 0);
     }
+    if (auto bc = root["buildCache"]) {
+        r.only_keys(bc, "buildCache", {"maxBytes"});
+        if (bc["maxBytes"])
+            c.build_cache_max_bytes = r.integer(bc["maxBytes"], "buildCache.maxBytes", 0);
+    }
     if (auto up = root["uploads"]) {
         r.only_keys(up, "uploads", {"expireSeconds"});
         if (up["expireSeconds"])
@@ -140,6 +145,32 @@ ServerConfig load_server_config(const std::filesystem::path& file) {
         if (im["intervalSeconds"])
             c.import_interval_seconds =
                 r.integer(im["intervalSeconds"], "imports.intervalSeconds", 1);
+    }
+    if (auto regs = root["registries"]) {
+        r.only_keys(regs, "registries", {"mirrors", "insecure"});
+        if (auto mirrors = regs["mirrors"]) {
+            if (!mirrors.IsMap()) r.fail("registries.mirrors", "expected domain: [mirror, …]");
+            for (const auto& kv : mirrors) {
+                auto domain = kv.first.as<std::string>();
+                auto key = "registries.mirrors." + domain;
+                for (auto& m : r.strings(kv.second, key)) {
+                    auto scheme = m.find("://");
+                    auto host = m.substr(scheme == std::string::npos ? 0 : scheme + 3);
+                    while (!host.empty() && host.back() == '/')
+                        host.pop_back();
+                    bool known_scheme = scheme == std::string::npos || m.rfind("http://", 0) == 0 ||
+                                        m.rfind("https://", 0) == 0;
+                    if (host.empty() || host.find('/') != std::string::npos || !known_scheme)
+                        r.fail(key,
+                               "expected host[:port], http://host[:port] or https://host[:port], "
+                               "got \"" +
+                                   m + "\"");
+                    c.registry_mirrors[domain].push_back(m);
+                }
+            }
+        }
+        if (regs["insecure"])
+            c.insecure_registries = r.strings(regs["insecure"], "registries.insecure");
     }
     if (auto notes = root["notifications"]) {
         if (!notes.IsSequence()) r.fail("notifications", "expected a list of endpoints");

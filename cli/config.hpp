@@ -20,10 +20,16 @@
 //   gc:
 //     keepGenerations: 5                # history generations of each tag kept
 //     graceSeconds: 600                 # never sweep what is younger than this
+//   buildCache:
+//     maxBytes: 10737418240             # bytes of cached layers kept (LRU beyond)
 //   uploads:
 //     expireSeconds: 86400              # abandoned upload sessions are removed
 //   imports:
 //     intervalSeconds: 900              # scheduled re-check of imported tags
+//   registries:                         # bases of builds in other registries
+//     mirrors:                          #   tried in order, then the registry itself
+//       docker.io: ["http://127.0.0.1:5001", "mirror.example.com"]
+//     insecure: ["127.0.0.1:5000"]      #   plain http:// or unverified TLS allowed
 //   notifications:                      # webhooks for tag moves
 //     - name: ci
 //       url: http://127.0.0.1:9000/hook
@@ -73,8 +79,12 @@ struct ServerConfig {
 
     int gc_keep_generations = 5;
     int64_t gc_grace_seconds = 600;
+    int64_t build_cache_max_bytes = int64_t{10} << 30;
     int64_t upload_expire_seconds = 24 * 3600;
     int64_t import_interval_seconds = 15 * 60;
+    // registries.mirrors (domain → endpoints) and registries.insecure (hosts).
+    std::map<std::string, std::vector<std::string>> registry_mirrors;
+    std::vector<std::string> insecure_registries;
 
     std::vector<WebhookEndpoint> notifications;
 

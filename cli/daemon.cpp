@@ -16,6 +16,7 @@
 
 #include "cli/api.hpp"
 #include "cli/config.hpp"
+#include "engine/build_cache.hpp"
 #include "engine/build_controller.hpp"
 #include "engine/builder.hpp"
 #include "oci/error.hpp"
@@ -161,7 +162,9 @@ int serve(const ServeOptions& options) {
     runtime::ContainerHost containers(root / "containers", layers, runc);
     runtime::Router router;
 
+    engine::BuildCache build_cache(db, blobs, config.build_cache_max_bytes);
     engine::Builder builder(store, layers, runc, root / "builds" / "work");
+    builder.set_cache(&build_cache);
     engine::BuildController builds(store, db, builder, root / "builds" / "logs");
     runtime::DeploymentController deployments(store, db, containers, router);
     builds.set_event_sink(log_line);
@@ -186,8 +189,8 @@ int serve(const ServeOptions& options) {
         }
         return running;
     });
-    // The build cache registers its entries here when it comes (a root source
-    // returning the manifest or layer digests it may reuse).
+    // Layers the build cache may reuse stay while their entries are kept.
+    gc.add_root_source("build-cache", [&build_cache] { return build_cache.gc_roots(); });
 
     // Image stream tags that follow images in other registries; credentials
     // come from a containers auth file (podman's and skopeo's format).
@@ -195,6 +198,15 @@ int serve(const ServeOptions& options) {
     registry::Importer importer(
         store, auth_file && *auth_file ? std::filesystem::path(auth_file) : root / "auth.json");
     importer.set_event_sink(log_line);
+    // Bases of builds in other registries are pulled through the same importer.
+    engine::BuilderOptions builder_options;
+    builder_options.importer = &importer;
+    builder_options.auth_file =
+        auth_file && *auth_file ? std::filesystem::path(auth_file) : root / "auth.json";
+    builder_options.mirrors = config.registry_mirrors;
+    builder_options.insecure_registries = config.insecure_registries;
+    builder_options.local_domains = {listen, host + ":" + std::to_string(port)};
+    builder.set_options(std::move(builder_options));
 
     int sub = store.subscribe([&](const registry::TagEvent& e) {
         log_line("TagMoved", e.repository + ":" + e.tag + " generation " +

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "cli/daemon.hpp"
@@ -304,9 +305,39 @@ struct StreamedAnswer {
     }
 };
 
+// --secret id=ID,src=PATH (docker/buildx syntax; also source=, type=file) →
+// {"ID": "/abs/PATH"}: the daemon reads the file for RUN --mount=type=secret.
+json secret_flags(const std::vector<std::string>& secrets) {
+    json out = json::object();
+    for (const auto& spec : secrets) {
+        std::string id, src;
+        std::stringstream fields(spec);
+        for (std::string field; std::getline(fields, field, ',');) {
+            auto eq = field.find('=');
+            auto key = field.substr(0, eq);
+            auto value = eq == std::string::npos ? std::string() : field.substr(eq + 1);
+            if (key == "id")
+                id = value;
+            else if (key == "src" || key == "source")
+                src = value;
+            else if (key != "type" || value != "file")
+                throw Error("--secret " + spec + ": unknown field \"" + field +
+                            "\"; expected id=ID,src=PATH");
+        }
+        if (id.empty() || src.empty())
+            throw Error("--secret " + spec + ": expected id=ID,src=PATH");
+        auto path = std::filesystem::absolute(src);
+        if (!std::filesystem::is_regular_file(path))
+            throw Error("--secret " + spec + ": " + path.string() + " is not a file");
+        out[id] = path.string();
+    }
+    return out;
+}
+
 int cmd_build(const Global& g, const std::string& tag, const std::string& file,
               const std::vector<std::string>& build_args, const std::string& target, bool no_cache,
-              const std::string& network, const std::string& context) {
+              const std::string& network, const std::string& context,
+              const std::vector<std::string>& secrets = {}) {
     if (tag.empty()) throw Error("cascade build: -t NAME:TAG is required");
     auto ctx = std::filesystem::absolute(context);
     if (!std::filesystem::is_directory(ctx))
@@ -326,6 +357,7 @@ int cmd_build(const Global& g, const std::string& tag, const std::string& file,
     json body = {{"context", ctx.string()}, {"dockerfile", dockerfile}, {"tag", tag},
                  {"buildArgs", args},       {"target", target},         {"noCache", no_cache},
                  {"network", network}};
+    if (!secrets.empty()) body["secrets"] = secret_flags(secrets);
     auto c = client_for(g.host);
     json result;
     httplib::Request req;
@@ -376,9 +408,9 @@ int wait_build(const Global& g, const std::string& build) {
         auto b = api_get(g, "/api/v1/builds/" + build);
         std::string phase = b["status"]["phase"];
         if (phase == "Complete") return 0;
-        if (phase == "Failed") {
-            std::cerr << "build " << build
-                      << " failed: " << b["status"]["message"].get<std::string>() << "\n";
+        if (phase == "Failed" || phase == "Cancelled") {
+            std::cerr << "build " << build << (phase == "Failed" ? " failed: " : " cancelled: ")
+                      << b["status"]["message"].get<std::string>() << "\n";
             return 1;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -401,6 +433,48 @@ int cmd_logs(const Global& g, std::string target, bool follow) {
         target = target.substr(7);
     stream_build_log(g, target, follow);
     return 0;
+}
+
+std::string build_name_of(std::string target) {
+    for (const char* prefix : {"build/", "builds/"})
+        if (target.rfind(prefix, 0) == 0) return target.substr(std::string(prefix).size());
+    return target;
+}
+
+int cmd_cancel_build(const Global& g, const std::string& target) {
+    auto build = build_name_of(target);
+    auto b = api_post(g, "/api/v1/builds/" + build + "/cancel", json::object());
+    if (b.value("cancelled", false))
+        std::cout << "build/" << build << " cancelled\n";
+    else
+        std::cout << "build/" << build << " already "
+                  << lower(b["status"]["phase"].get<std::string>()) << "\n";
+    return 0;
+}
+
+// `describe build NAME`: the record with its steps' timings.
+void describe_build(const Global& g, const std::string& name) {
+    auto b = api_get(g, "/api/v1/builds/" + build_name_of(name));
+    const auto& st = b["status"];
+    std::cout << "Name:      " << b["metadata"]["name"].get<std::string>() << "\n"
+              << "Status:    " << st["phase"].get<std::string>() << "\n"
+              << "Cause:     " << b["spec"]["triggeredBy"][0].value("message", "") << "\n"
+              << "Started:   " << st.value("startTimestamp", "") << "\n"
+              << "Duration:  " << duration_of(st) << "\n"
+              << "Image:     " << st["output"]["to"]["imageDigest"].get<std::string>() << "\n";
+    if (!st["message"].get<std::string>().empty())
+        std::cout << "Message:   " << st["message"].get<std::string>() << "\n";
+    std::vector<std::vector<std::string>> rows{{"  STEP", "DURATION", "CACHED", "BYTES", "TEXT"}};
+    for (const auto& s : st.value("steps", json::array())) {
+        char seconds[32];
+        std::snprintf(seconds, sizeof seconds, "%.1fs",
+                      static_cast<double>(s.value("durationMs", int64_t{0})) / 1000.0);
+        rows.push_back({"  " + std::to_string(s.value("number", 0)), seconds,
+                        s.value("cached", false) ? "yes" : "no",
+                        std::to_string(s.value("bytes", int64_t{0})), s.value("text", "")});
+    }
+    std::cout << "\nSteps:\n";
+    print_table(rows);
 }
 
 // `oc import-image`: imports NAME:TAG (or every tag of NAME that follows an
@@ -567,6 +641,11 @@ int cmd_describe(const Global& g, std::string kind, std::string name) {
         kind = kind.substr(0, slash);
     }
     kind = lower(kind);
+    if (kind == "build" || kind == "builds") {
+        if (name.empty()) throw Error("cascade describe build NAME-N: NAME-N is missing");
+        describe_build(g, name);
+        return 0;
+    }
     if (kind != "imagestream" && kind != "imagestreams" && kind != "is")
         throw Error("cascade describe: only imagestream NAME is supported (got \"" + kind + "\")");
     if (name.empty()) throw Error("cascade describe imagestream NAME: NAME is missing");
@@ -729,7 +808,7 @@ int main(int argc, char** argv) {
                         "allow a non-loopback address without authentication and TLS");
 
     std::string tag, file, target, network = "host";
-    std::vector<std::string> build_args;
+    std::vector<std::string> build_args, build_secrets;
     bool no_cache = false;
     std::string context;
     auto* build_cmd =
@@ -739,8 +818,10 @@ int main(int argc, char** argv) {
     build_cmd->add_option("--build-arg", build_args, "K=V build argument (repeatable)");
     build_cmd->add_option("--target", target, "stage to build");
     build_cmd->add_flag("--no-cache", no_cache, "do not use cached steps");
-    build_cmd->add_option("--network", network, "network for RUN steps: host or none")
-        ->check(CLI::IsMember({"host", "none"}));
+    build_cmd->add_option("--network", network, "network for RUN steps: host (default) or none")
+        ->check(CLI::IsMember({"host", "none", "default"}));
+    build_cmd->add_option("--secret", build_secrets,
+                          "id=ID,src=FILE for RUN --mount=type=secret,id=ID (repeatable)");
     build_cmd->add_option("context", context, "build context directory")->required();
 
     std::string apply_file;
@@ -778,6 +859,11 @@ int main(int argc, char** argv) {
     logs_cmd->add_option("target", logs_target, "build/NAME-N")->required();
     logs_cmd->add_flag("-f,--follow", logs_follow, "keep streaming until the build ends");
 
+    std::string cancel_target;
+    auto* cancel_cmd = app.add_subcommand(
+        "cancel-build", "cancel a queued build or stop a running one: cascade cancel-build NAME-N");
+    cancel_cmd->add_option("build", cancel_target, "NAME-N or build/NAME-N")->required();
+
     std::string import_target, import_from;
     bool import_confirm = false, import_scheduled = false, import_insecure = false;
     auto* import_cmd = app.add_subcommand(
@@ -803,10 +889,12 @@ int main(int argc, char** argv) {
 
     std::string describe_kind, describe_name;
     auto* describe_cmd =
-        app.add_subcommand("describe", "show an image stream's tags with their whole history");
-    describe_cmd->add_option("kind", describe_kind, "imagestream (is), or imagestream/NAME")
+        app.add_subcommand("describe",
+                           "show an image stream's tags with their whole history, or a build "
+                           "with its steps' timings");
+    describe_cmd->add_option("kind", describe_kind, "imagestream (is), build, or KIND/NAME")
         ->required();
-    describe_cmd->add_option("name", describe_name, "stream name");
+    describe_cmd->add_option("name", describe_name, "stream or build name");
 
     bool events_watch = false;
     int64_t events_since = -1, events_count = 0;
@@ -833,12 +921,14 @@ int main(int argc, char** argv) {
     try {
         if (*serve_cmd) return serve(serve_opts);
         if (*build_cmd)
-            return cmd_build(g, tag, file, build_args, target, no_cache, network, context);
+            return cmd_build(g, tag, file, build_args, target, no_cache, network, context,
+                             build_secrets);
         if (*apply_cmd) return cmd_apply(g, apply_file);
         if (*up_cmd) return cmd_up(g, up_dir, up_root, up_timeout);
         if (*get_cmd) return cmd_get(g, get_kind, get_name, output);
         if (*sb_cmd) return cmd_start_build(g, sb_name, sb_follow, sb_wait);
         if (*logs_cmd) return cmd_logs(g, logs_target, logs_follow);
+        if (*cancel_cmd) return cmd_cancel_build(g, cancel_target);
         if (*tag_cmd) return cmd_tag(g, tag_source, tag_dest);
         if (*describe_cmd) return cmd_describe(g, describe_kind, describe_name);
         if (*events_cmd)

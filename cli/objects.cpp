@@ -236,6 +236,14 @@ engine::BuildConfigSpec build_config_from_object(const nlohmann::json& obj) {
     }
     nlohmann::json::json_pointer nc("/spec/strategy/dockerStrategy/noCache");
     if (obj.contains(nc)) s.no_cache = obj.at(nc).get<bool>();
+    s.successful_builds_history_limit =
+        int_at(obj, "/spec/successfulBuildsHistoryLimit", s.successful_builds_history_limit);
+    s.failed_builds_history_limit =
+        int_at(obj, "/spec/failedBuildsHistoryLimit", s.failed_builds_history_limit);
+    if (s.successful_builds_history_limit < 0 || s.failed_builds_history_limit < 0)
+        throw Error(where(obj) +
+                    ": spec.successfulBuildsHistoryLimit and spec.failedBuildsHistoryLimit must "
+                    "not be negative");
     require(obj, "/spec/output/to/name");
     auto out = stream_tag_from(obj, "/spec/output/to");
     auto [repo, tag] = split_stream_tag(out);

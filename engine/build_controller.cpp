@@ -48,6 +48,23 @@ CREATE TABLE builds (
 CREATE INDEX builds_by_config ON builds(config, number);
 )sql";
 
+// Structured causes and per-step reports.
+const char* kSchema2 = R"sql(
+ALTER TABLE builds ADD COLUMN cause_kind TEXT NOT NULL DEFAULT 'Manual';
+ALTER TABLE builds ADD COLUMN steps TEXT NOT NULL DEFAULT '[]';
+)sql";
+
+StepReport step_report_from_json(const nlohmann::json& j) {
+    StepReport r;
+    r.number = j.value("number", size_t{0});
+    r.stage = j.value("stage", size_t{0});
+    r.text = j.value("text", "");
+    r.cached = j.value("cached", false);
+    r.duration_ms = j.value("durationMs", int64_t{0});
+    r.bytes = j.value("bytes", int64_t{0});
+    return r;
+}
+
 BuildRecord record_from_row(const registry::Database::Row& r) {
     using registry::as_int;
     using registry::as_text;
@@ -65,14 +82,49 @@ BuildRecord record_from_row(const registry::Database::Row& r) {
     b.base_digest = as_text(r[10]);
     b.message = as_text(r[11]);
     b.tag_moved = as_int(r[12]) != 0;
+    b.cause_kind = build_cause_from_string(as_text(r[13]));
+    auto steps = nlohmann::json::parse(as_text(r[14]), nullptr, false);
+    if (steps.is_array())
+        for (const auto& s : steps)
+            b.steps.push_back(step_report_from_json(s));
     return b;
 }
 
 const char* kBuildColumns =
     "name, config, number, cause, phase, created, started, finished, image_digest, base_name, "
-    "base_digest, message, tag_moved";
+    "base_digest, message, tag_moved, cause_kind, steps";
 
 }  // namespace
+
+std::string to_string(BuildCause cause) {
+    switch (cause) {
+        case BuildCause::Manual:
+            return "Manual";
+        case BuildCause::ImageChange:
+            return "ImageChange";
+        case BuildCause::ConfigChange:
+            return "ConfigChange";
+        case BuildCause::Webhook:
+            return "Webhook";
+    }
+    return "Manual";
+}
+
+BuildCause build_cause_from_string(const std::string& text) {
+    if (text == "ImageChange") return BuildCause::ImageChange;
+    if (text == "ConfigChange") return BuildCause::ConfigChange;
+    if (text == "Webhook") return BuildCause::Webhook;
+    return BuildCause::Manual;
+}
+
+nlohmann::json step_report_json(const StepReport& step) {
+    return {{"number", step.number},
+            {"stage", step.stage},
+            {"text", step.text},
+            {"cached", step.cached},
+            {"durationMs", step.duration_ms},
+            {"bytes", step.bytes}};
+}
 
 nlohmann::json BuildConfigSpec::to_json() const {
     nlohmann::json j{{"name", name},
@@ -84,7 +136,9 @@ nlohmann::json BuildConfigSpec::to_json() const {
                      {"outputTag", output_tag},
                      {"imageChange", image_change_trigger},
                      {"configChange", config_change_trigger},
-                     {"noCache", no_cache}};
+                     {"noCache", no_cache},
+                     {"successfulBuildsHistoryLimit", successful_builds_history_limit},
+                     {"failedBuildsHistoryLimit", failed_builds_history_limit}};
     if (dockerfile_text) j["dockerfileText"] = *dockerfile_text;
     return j;
 }
@@ -102,6 +156,8 @@ BuildConfigSpec BuildConfigSpec::from_json(const nlohmann::json& j) {
     s.image_change_trigger = j.value("imageChange", true);
     s.config_change_trigger = j.value("configChange", true);
     s.no_cache = j.value("noCache", false);
+    s.successful_builds_history_limit = j.value("successfulBuildsHistoryLimit", int64_t{5});
+    s.failed_builds_history_limit = j.value("failedBuildsHistoryLimit", int64_t{5});
     return s;
 }
 
@@ -118,7 +174,14 @@ nlohmann::json BuildRecord::to_json() const {
             {"baseName", base_name},
             {"baseDigest", base_digest},
             {"message", message},
-            {"tagMoved", tag_moved}};
+            {"tagMoved", tag_moved},
+            {"causeKind", engine::to_string(cause_kind)},
+            {"steps", [&] {
+                 auto out = nlohmann::json::array();
+                 for (const auto& s : steps)
+                     out.push_back(step_report_json(s));
+                 return out;
+             }()}};
 }
 
 struct BuildController::Impl {
@@ -135,6 +198,8 @@ struct BuildController::Impl {
     };
     std::deque<Pending> queue;
     std::string running_config;
+    std::string running_build;
+    std::shared_ptr<CancelToken> running_token;
     bool stopping = false;
     std::function<void(const std::string&, const std::string&)> sink;
     std::thread worker;
@@ -174,7 +239,8 @@ struct BuildController::Impl {
 
     std::string base_of(const BuildConfigSpec& spec) const {
         try {
-            return Builder::final_base(dockerfile_text(spec), spec.build_args, spec.from_override);
+            return Builder::final_base(dockerfile_text(spec), spec.build_args, spec.from_override,
+                                       builder.options().local_domains);
         } catch (const std::exception&) {
             return {};
         }
@@ -220,7 +286,7 @@ struct BuildController::Impl {
 
     // Creates a build record and queues it, unless a queued build of the same
     // config exists (then that one is returned: coalesced).
-    std::string enqueue(const std::string& config, const std::string& cause) {
+    std::string enqueue(const std::string& config, const std::string& cause, BuildCause kind) {
         std::unique_lock lock(mu);
         for (auto& p : queue)
             if (p.config == config) return p.build;
@@ -233,9 +299,9 @@ struct BuildController::Impl {
                      {number, config});
             name = config + "-" + std::to_string(number);
             db.query(
-                "INSERT INTO builds (name, config, number, cause, phase, created) "
-                "VALUES (?1, ?2, ?3, ?4, 'New', ?5)",
-                {name, config, number, cause, now_ms()});
+                "INSERT INTO builds (name, config, number, cause, cause_kind, phase, created) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, 'New', ?6)",
+                {name, config, number, cause, to_string(kind), now_ms()});
         });
         queue.push_back({name, config});
         cv.notify_all();
@@ -258,15 +324,53 @@ struct BuildController::Impl {
             Pending next = *it;
             queue.erase(it);
             running_config = next.config;
+            running_build = next.build;
+            running_token = std::make_shared<CancelToken>();
+            auto token = running_token;
             lock.unlock();
-            execute(next);
+            execute(next, token);
+            prune(next.config);
             lock.lock();
             running_config.clear();
+            running_build.clear();
+            running_token.reset();
             cv.notify_all();
         }
     }
 
-    void execute(const Pending& p) {
+    // Deletes the records (and logs) beyond the config's history limits.
+    void prune(const std::string& config) {
+        auto spec = load_config(config);
+        BuildConfigSpec defaults;
+        auto keep_complete =
+            spec ? spec->successful_builds_history_limit : defaults.successful_builds_history_limit;
+        auto keep_failed =
+            spec ? spec->failed_builds_history_limit : defaults.failed_builds_history_limit;
+        auto prune_phases = [&](const char* phases, int64_t keep) {
+            if (keep < 0) return;  // unlimited
+            auto rows =
+                db.rows(std::string("SELECT name FROM builds WHERE config = ?1 AND phase IN ") +
+                            phases + " ORDER BY number DESC",
+                        {config});
+            for (size_t k = static_cast<size_t>(keep); k < rows.size(); k++) {
+                auto name = registry::as_text(rows[k][0]);
+                db.query("DELETE FROM builds WHERE name = ?1", {name});
+                std::error_code ec;
+                std::filesystem::remove(logs_dir / (name + ".log"), ec);
+            }
+        };
+        prune_phases("('Complete')", keep_complete);
+        prune_phases("('Failed', 'Cancelled')", keep_failed);
+    }
+
+    void append_log(const std::string& build, const std::string& line) {
+        fs::make_dirs(logs_dir);
+        std::ofstream log(logs_dir / (build + ".log"), std::ios::app);
+        log << line << '\n';
+    }
+
+    void execute(const Pending& p, const std::shared_ptr<CancelToken>& token) {
+        db.query("UPDATE builds SET phase = 'Pending' WHERE name = ?1", {p.build});
         auto spec = load_config(p.config);
         db.query("UPDATE builds SET phase = 'Running', started = ?1 WHERE name = ?2",
                  {now_ms(), p.build});
@@ -290,6 +394,13 @@ struct BuildController::Impl {
             req.cause = "build " + p.build;
             req.no_cache = spec->no_cache;
             req.log = write_log;
+            req.cancel = token;
+            auto steps = std::make_shared<nlohmann::json>(nlohmann::json::array());
+            req.on_step = [this, steps, build = p.build](const StepReport& step) {
+                // Reports arrive one at a time (the builder serializes them).
+                steps->push_back(step_report_json(step));
+                db.query("UPDATE builds SET steps = ?1 WHERE name = ?2", {steps->dump(), build});
+            };
             auto result = builder.build(req);
             std::string base_digest = result.base_digest ? result.base_digest->str() : "";
             db.query(
@@ -303,6 +414,26 @@ struct BuildController::Impl {
                                       (result.tag_moved ? "" : " (unchanged, no tag moved)"));
         } catch (const std::exception& e) {
             write_log(std::string("error: ") + e.what());
+            bool stopping = false;
+            {
+                std::lock_guard lock(mu);
+                stopping = this->stopping;
+            }
+            if (token->cancelled() && stopping) {
+                db.query(
+                    "UPDATE builds SET phase = 'Failed', finished = ?1, message = ?2 "
+                    "WHERE name = ?3",
+                    {now_ms(), std::string("daemon stopped during the build"), p.build});
+                return;
+            }
+            if (token->cancelled()) {
+                db.query(
+                    "UPDATE builds SET phase = 'Cancelled', finished = ?1, message = ?2 "
+                    "WHERE name = ?3",
+                    {now_ms(), std::string("build cancelled"), p.build});
+                emit("BuildCancelled", p.build);
+                return;
+            }
             db.query(
                 "UPDATE builds SET phase = 'Failed', finished = ?1, message = ?2 WHERE name = ?3",
                 {now_ms(), std::string(e.what()), p.build});
@@ -315,21 +446,28 @@ BuildController::BuildController(registry::Store& store, registry::Database& db,
                                  std::filesystem::path logs_dir)
     : impl_(std::make_unique<Impl>(store, db, builder, std::move(logs_dir))) {
     db.migrate("engine-builds-1", kSchema);
+    db.migrate("engine-builds-2", kSchema2);
     // Builds that were running when the daemon stopped can't be resumed;
     // builds that were queued are queued again.
     db.query(
-        "UPDATE builds SET phase = 'Failed', message = 'interrupted: the daemon stopped' "
-        "WHERE phase = 'Running'");
+        "UPDATE builds SET phase = 'Failed', finished = ?1, "
+        "message = 'daemon stopped during the build' WHERE phase IN ('Running', 'Pending')",
+        {now_ms()});
     for (auto& r : db.rows("SELECT name, config FROM builds WHERE phase = 'New' ORDER BY created"))
         impl_->queue.push_back({registry::as_text(r[0]), registry::as_text(r[1])});
     impl_->worker = std::thread([this] { impl_->run_worker(); });
 }
 
 BuildController::~BuildController() {
+    std::shared_ptr<CancelToken> running;
     {
         std::lock_guard lock(impl_->mu);
         impl_->stopping = true;
+        running = impl_->running_token;
     }
+    // A running build is stopped rather than waited for; it is recorded as
+    // Failed, as it would be after a crash.
+    if (running) running->cancel();
     impl_->cv.notify_all();
     if (impl_->worker.joinable()) impl_->worker.join();
 }
@@ -345,7 +483,8 @@ BuildController::ApplyResult BuildController::apply(const BuildConfigSpec& spec)
         "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
         {spec.name, spec.to_json().dump()});
     if (spec.config_change_trigger)
-        impl_->enqueue(spec.name, old ? "config change" : "config created");
+        impl_->enqueue(spec.name, old ? "config change" : "config created",
+                       BuildCause::ConfigChange);
     return old ? ApplyResult::Configured : ApplyResult::Created;
 }
 
@@ -358,8 +497,39 @@ bool BuildController::remove(const std::string& name) {
     return impl_->db.query("DELETE FROM build_configs WHERE name = ?1", {name}) > 0;
 }
 
-std::string BuildController::start_build(const std::string& config, const std::string& cause) {
-    return impl_->enqueue(config, cause);
+std::string BuildController::start_build(const std::string& config, const std::string& cause,
+                                         BuildCause kind) {
+    return impl_->enqueue(config, cause, kind);
+}
+
+bool BuildController::cancel(const std::string& build_name) {
+    std::unique_lock lock(impl_->mu);
+    auto it = std::find_if(impl_->queue.begin(), impl_->queue.end(),
+                           [&](const Impl::Pending& p) { return p.build == build_name; });
+    if (it != impl_->queue.end()) {
+        auto config = it->config;
+        impl_->queue.erase(it);
+        impl_->cv.notify_all();
+        lock.unlock();
+        impl_->db.query(
+            "UPDATE builds SET phase = 'Cancelled', finished = ?1, "
+            "message = 'cancelled before it started' WHERE name = ?2",
+            {now_ms(), build_name});
+        impl_->append_log(build_name, "build cancelled before it started");
+        impl_->emit("BuildCancelled", build_name);
+        impl_->prune(config);
+        return true;
+    }
+    if (impl_->running_build == build_name) {
+        auto token = impl_->running_token;
+        lock.unlock();
+        token->cancel();
+        return true;
+    }
+    lock.unlock();
+    if (!build(build_name))
+        throw Error("build \"" + build_name + "\" not found; `cascade get builds` lists them");
+    return false;
 }
 
 void BuildController::on_tag_moved(const registry::TagEvent& event) {
@@ -367,7 +537,8 @@ void BuildController::on_tag_moved(const registry::TagEvent& event) {
     for (auto& c : impl_->load_configs()) {
         if (!c.image_change_trigger) continue;
         if (impl_->base_of(c) != moved) continue;
-        impl_->enqueue(c.name, "image change: " + moved + " → " + event.new_digest.str());
+        impl_->enqueue(c.name, "image change of " + moved + " to " + event.new_digest.str(),
+                       BuildCause::ImageChange);
     }
 }
 

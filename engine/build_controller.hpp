@@ -3,11 +3,13 @@
 // A build config names a Dockerfile context, an optional FROM override and an
 // output image stream tag. Builds are numbered per config (httpd-base-1,
 // httpd-base-2 …) and recorded with cause, phase, timings, result digest and
-// a log file. When a tag moves, every config whose final FROM is that tag is
-// queued; the queue runs a config only once none of the configs it depends on
-// (transitively) is queued or running, so a cascade builds each dependent
-// once and in dependency order, and a move arriving while a config is queued
-// is coalesced into that one build.
+// a log file; each config keeps its last successfulBuildsHistoryLimit
+// completed and failedBuildsHistoryLimit failed or cancelled records (and
+// their logs). A queued build can be cancelled before it runs, a running one
+// is stopped (its RUN container killed). When a tag moves, every config whose final FROM is that
+// tag is queued; the queue runs a config only once none of the configs it depends on (transitively)
+// is queued or running, so a cascade builds each dependent once and in dependency order, and a move
+// arriving while a config is queued is coalesced into that one build.
 #pragma once
 
 #include <chrono>
@@ -22,6 +24,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/builder.hpp"
+
 namespace cascade::registry {
 class Store;
 class Database;
@@ -29,8 +33,6 @@ struct TagEvent;
 }  // namespace cascade::registry
 
 namespace cascade::engine {
-
-class Builder;
 
 struct BuildConfigSpec {
     std::string name;
@@ -44,31 +46,49 @@ struct BuildConfigSpec {
     bool image_change_trigger = true;
     bool config_change_trigger = true;
     bool no_cache = false;
+    // Records kept per config, the newest first; older ones (and their logs)
+    // are deleted when a build ends.
+    int64_t successful_builds_history_limit = 5;
+    int64_t failed_builds_history_limit = 5;  // Failed and Cancelled
 
     nlohmann::json to_json() const;
     static BuildConfigSpec from_json(const nlohmann::json& j);
     bool operator==(const BuildConfigSpec&) const = default;
 };
 
+// Why a build ran (OpenShift's trigger types).
+enum class BuildCause { Manual, ImageChange, ConfigChange, Webhook };
+std::string to_string(BuildCause cause);  // "Manual", "ImageChange", …
+BuildCause build_cause_from_string(const std::string& text);
+
 struct BuildRecord {
     std::string name;  // "<config>-<number>"
     std::string config;
     int64_t number = 0;
-    std::string cause;
-    std::string phase;                               // New, Running, Complete, Failed
+    std::string cause;  // "image change of httpd-base:latest to sha256:…"
+    BuildCause cause_kind = BuildCause::Manual;
+    // New (queued), Pending (picked, preparing), Running, Complete, Failed,
+    // Cancelled.
+    std::string phase;
     int64_t created = 0, started = 0, finished = 0;  // unix ms
     std::string image_digest;
     std::string base_name, base_digest;
     std::string message;
     bool tag_moved = false;
+    std::vector<StepReport> steps;  // finished steps, in the order they finished
     nlohmann::json to_json() const;
+    bool finished_phase() const {
+        return phase == "Complete" || phase == "Failed" || phase == "Cancelled";
+    }
 };
+
+nlohmann::json step_report_json(const StepReport& step);
 
 class BuildController {
   public:
     BuildController(registry::Store& store, registry::Database& db, Builder& builder,
                     std::filesystem::path logs_dir);
-    ~BuildController();  // finishes the running build's bookkeeping, stops the worker
+    ~BuildController();  // stops a running build (recorded Failed) and the worker
 
     enum class ApplyResult { Created, Configured, Unchanged };
     // Creates or updates a config; a new or changed config with a
@@ -78,7 +98,12 @@ class BuildController {
 
     // Queues a build; returns its name ("httpd-base-3"). Throws when the
     // config does not exist.
-    std::string start_build(const std::string& config, const std::string& cause = "manual");
+    std::string start_build(const std::string& config, const std::string& cause = "manual",
+                            BuildCause kind = BuildCause::Manual);
+    // Cancels a queued build (it never runs) or stops a running one; either
+    // ends as Cancelled. False when the build had already finished; throws
+    // when there is no such build.
+    bool cancel(const std::string& build_name);
     void on_tag_moved(const registry::TagEvent& event);
 
     std::vector<BuildConfigSpec> configs() const;

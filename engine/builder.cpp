@@ -4,18 +4,30 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
+#include <mutex>
 #include <set>
+#include <thread>
 #include <vector>
 
+#include "engine/add_source.hpp"
+#include "engine/build_cache.hpp"
 #include "engine/copy.hpp"
 #include "engine/dockerfile.hpp"
+#include "engine/dockerignore.hpp"
+#include "engine/healthcheck.hpp"
 #include "engine/image_source.hpp"
+#include "engine/run_mounts.hpp"
+#include "engine/stage_runner.hpp"
 #include "engine/step.hpp"
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
 #include "oci/media_types.hpp"
 #include "oci/reference.hpp"
+#include "registry/importer.hpp"
 #include "registry/store.hpp"
 #include "runtime/bundle.hpp"
 #include "runtime/rootfs.hpp"
@@ -237,8 +249,10 @@ std::optional<uint32_t> parse_id(const std::string& s) {
     return static_cast<uint32_t>(v);
 }
 
-// --chown=user[:group], names looked up in the destination rootfs. Docker:
-// without a group, the gid is the uid's number.
+// --chown=user[:group], names looked up in the destination rootfs (inside it:
+// resolve_user follows symlinks as if the rootfs were "/"). Without a group,
+// a uid's gid is the same number and a user name's is its primary group
+// (buildah and BuildKit).
 Owner resolve_chown(const std::string& spec, const stdfs::path& rootfs, const std::string& where) {
     auto colon = spec.find(':');
     std::string user = spec.substr(0, colon);
@@ -246,13 +260,17 @@ Owner resolve_chown(const std::string& spec, const stdfs::path& rootfs, const st
     if (user.empty() || (colon != std::string::npos && group.empty()))
         throw Error(where + ": --chown=" + spec + ": expected user, uid, user:group or uid:gid");
     Owner owner;
+    std::optional<uint32_t> primary_gid;
     try {
-        if (auto uid = parse_id(user))
+        if (auto uid = parse_id(user)) {
             owner.uid = *uid;
-        else
-            owner.uid = runtime::resolve_user(rootfs, user).uid;
+        } else {
+            auto resolved = runtime::resolve_user(rootfs, user);
+            owner.uid = resolved.uid;
+            primary_gid = resolved.gid;
+        }
         if (colon == std::string::npos)
-            owner.gid = owner.uid;
+            owner.gid = primary_gid.value_or(owner.uid);
         else if (auto gid = parse_id(group))
             owner.gid = *gid;
         else
@@ -306,11 +324,55 @@ struct StepDir {
 struct StageState {
     bool built = false;
     bool building = false;
+    bool failed = false;
+    std::thread::id builder;  // the thread building it, while `building`
+    size_t step_number = 0;   // of the step being executed
     ImageState image;
     std::string base_name;  // "" for scratch
     std::optional<oci::Digest> base_digest;
     ArgScope args;
     bool cmd_set = false;  // CMD given in this stage (ENTRYPOINT keeps it then)
+    // The step being executed: what finish_step reports. fs_step sets
+    // step_bytes; the cache sets step_cached on a hit.
+    bool step_cached = false;
+    int64_t step_bytes = 0;
+};
+
+// "1.2s", "3.4 MB": progress output.
+std::string seconds_text(int64_t ms) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+    return buf;
+}
+
+std::string size_text(int64_t bytes) {
+    const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+    double v = static_cast<double>(bytes);
+    size_t u = 0;
+    while (v >= 1000.0 && u + 1 < std::size(units)) {
+        v /= 1000.0;
+        u++;
+    }
+    char buf[32];
+    if (u == 0)
+        std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(bytes));
+    else
+        std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+// The log prefix of the stage the current thread builds ("[stage-1] "),
+// empty in single-stage builds.
+thread_local const std::string* current_stage_prefix = nullptr;
+
+struct StagePrefixScope {
+    const std::string* saved;
+    explicit StagePrefixScope(const std::string* prefix) : saved(current_stage_prefix) {
+        current_stage_prefix = prefix;
+    }
+    ~StagePrefixScope() { current_stage_prefix = saved; }
+    StagePrefixScope(const StagePrefixScope&) = delete;
+    StagePrefixScope& operator=(const StagePrefixScope&) = delete;
 };
 
 // One build: the parsed Dockerfile, the state of its stages and the scratch
@@ -318,7 +380,8 @@ struct StageState {
 class BuildSession {
   public:
     BuildSession(registry::Store& store, runtime::LayerCache& layers, runtime::Runc& runc,
-                 const stdfs::path& work_root, const BuildRequest& request)
+                 const stdfs::path& work_root, const BuildRequest& request,
+                 BuildCache* cache = nullptr, const BuilderOptions* options = nullptr)
         : store_(store),
           layers_(layers),
           runc_(runc),
@@ -326,7 +389,9 @@ class BuildSession {
           epoch_(oci::source_date_epoch().value_or(0)),
           created_(oci::rfc3339(epoch_)),
           build_id_(fs::random_hex(12)),
-          work_root_(work_root) {}
+          work_root_(work_root),
+          cache_(cache),
+          options_(options ? *options : kNoOptions) {}
 
     BuildResult run() {
         if (!oci::is_valid_repository_name(request_.output_repository))
@@ -356,17 +421,73 @@ class BuildSession {
         work_.emplace(work_root_, "build-");
 
         auto needed = plan();
-        for (size_t i : needed)
-            total_steps_ += 1 + df_.stages[i].instructions.size();
-        for (size_t i : needed)
-            ensure_stage(i);
+        stopper_.emplace(runc_, request_.cancel);
+        try {
+            build_stages(needed);
+            check_cancelled();
+        } catch (...) {
+            if (stopper_->cancelled()) throw Error("build cancelled");
+            throw;
+        }
         warn_unused_args();
         return commit(states_[target_]);
     }
 
   private:
     void log(const std::string& line) const {
-        if (request_.log) request_.log(line);
+        if (!request_.log) return;
+        // One line at a time: stages log from their own threads.
+        std::lock_guard lock(log_mu_);
+        request_.log(current_stage_prefix ? *current_stage_prefix + line : line);
+    }
+
+    // The log for a step's container output, which arrives on another thread.
+    LogFn stage_log() const {
+        return [this, prefix = current_stage_prefix](const std::string& line) {
+            StagePrefixScope scope(prefix);
+            log(line);
+        };
+    }
+
+    void check_cancelled() const {
+        if (stopper_ && stopper_->stopped()) throw Error("build cancelled");
+    }
+
+    // Numbers the steps of the stages to build in stage order (so numbering,
+    // like the image, does not depend on scheduling) and builds them: the
+    // independent ones in parallel.
+    void build_stages(const std::vector<size_t>& needed) {
+        size_t next = 1;
+        for (size_t i : needed) {
+            first_step_[i] = next;
+            next += 1 + df_.stages[i].instructions.size();
+        }
+        total_steps_ = next - 1;
+        if (needed.size() <= 1) {
+            for (size_t i : needed)
+                ensure_stage(i);
+            return;
+        }
+        for (size_t i = 0; i < df_.stages.size(); i++)
+            prefixes_.push_back(
+                "[" +
+                (df_.stages[i].name.empty() ? "stage-" + std::to_string(i) : df_.stages[i].name) +
+                "] ");
+        std::map<size_t, std::set<size_t>> deps;
+        for (size_t i : needed)
+            deps[i] = stage_dependencies(i);
+        run_dependency_graph(
+            deps, default_stage_parallelism(), [this](size_t i) { ensure_stage(i); },
+            [this] { stopper_->abort(); });
+    }
+
+    size_t first_step(size_t i) {
+        std::lock_guard lock(steps_mu_);
+        if (auto it = first_step_.find(i); it != first_step_.end()) return it->second;
+        // A stage the plan did not foresee (COPY --from with a stage ARG).
+        first_step_[i] = total_steps_ + 1;
+        total_steps_ += 1 + df_.stages[i].instructions.size();
+        return first_step_[i];
     }
 
     std::string where(int line) const { return where_of(df_, line); }
@@ -413,8 +534,24 @@ class BuildSession {
             size_t i = todo.back();
             todo.pop_back();
             if (!needed.insert(i).second) continue;
-            if (auto j = stage_named(df_, stage_base(i), i)) todo.push_back(*j);
+            for (size_t j : stage_dependencies(i))
+                todo.push_back(j);
+        }
+        return {needed.begin(), needed.end()};
+    }
+
+    // The stages stage `i` builds on: FROM <stage>, COPY --from=<stage>.
+    std::set<size_t> stage_dependencies(size_t i) const {
+        std::set<size_t> deps;
+        {
+            if (auto j = stage_named(df_, stage_base(i), i)) deps.insert(*j);
             for (const auto& ins : df_.stages[i].instructions) {
+                if (ins.keyword == "RUN") {
+                    for (const auto& [k, v] : ins.flags)
+                        if (auto from = run_mount_from(v); k == "mount" && from)
+                            deps_from_run_mount(ins, *from, i, deps);
+                    continue;
+                }
                 if (ins.keyword != "COPY" && ins.keyword != "ADD") continue;
                 auto from = flag(ins, "from");
                 if (!from) continue;
@@ -426,10 +563,10 @@ class BuildSession {
                 } catch (const Error&) {
                     continue;  // reported when the instruction runs
                 }
-                if (j) todo.push_back(*j);
+                if (j) deps.insert(*j);
             }
         }
-        return {needed.begin(), needed.end()};
+        return deps;
     }
 
     static std::optional<std::string> flag(const Instruction& ins, const std::string& name) {
@@ -450,22 +587,70 @@ class BuildSession {
         }
     }
 
+    // Builds stage `i` unless it is built; waits when another thread builds it.
     void ensure_stage(size_t i) {
         auto& st = states_[i];
-        if (st.built) return;
-        if (st.building)
-            throw Error(where(df_.stages[i].line) + ": stage " + std::to_string(i) +
-                        " depends on itself");
-        st.building = true;
-        build_stage(i);
+        const auto self = std::this_thread::get_id();
+        {
+            std::unique_lock lock(stages_mu_);
+            stages_cv_.wait(lock, [&] { return !st.building || st.builder == self; });
+            if (st.built) return;
+            if (st.building)
+                throw Error(where(df_.stages[i].line) + ": stage " + std::to_string(i) +
+                            " depends on itself");
+            if (st.failed)
+                throw Error(where(df_.stages[i].line) + ": stage " + std::to_string(i) + " failed");
+            st.building = true;
+            st.builder = self;
+        }
+        bool ok = false;
+        try {
+            StagePrefixScope scope(prefixes_.empty() ? nullptr : &prefixes_[i]);
+            build_stage(i);
+            ok = true;
+        } catch (...) {
+            std::lock_guard lock(stages_mu_);
+            st.building = false;
+            st.failed = true;
+            stages_cv_.notify_all();
+            throw;
+        }
+        std::lock_guard lock(stages_mu_);
         st.building = false;
-        st.built = true;
+        st.built = ok;
+        stages_cv_.notify_all();
     }
 
-    void log_step(const std::string& text) {
-        step_++;
-        total_steps_ = std::max(total_steps_, step_);
-        log("STEP " + std::to_string(step_) + "/" + std::to_string(total_steps_) + ": " + text);
+    void log_step(size_t number, const std::string& text) {
+        size_t total = 0;
+        {
+            std::lock_guard lock(steps_mu_);
+            total_steps_ = std::max(total_steps_, number);
+            total = total_steps_;
+        }
+        log("STEP " + std::to_string(number) + "/" + std::to_string(total) + ": " + text);
+    }
+
+    // The end of a step: its progress line and its report. `cached`: reused
+    // from the build cache; `bytes`: the compressed size of its layer.
+    void finish_step(const StageState& st, const std::string& text, bool cached, int64_t bytes,
+                     std::chrono::steady_clock::time_point started) {
+        StepReport report;
+        report.number = st.step_number;
+        report.stage = static_cast<size_t>(&st - states_.data());
+        report.text = text;
+        report.cached = cached;
+        report.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - started)
+                                 .count();
+        report.bytes = bytes;
+        if (!cached)  // fs_step logged "--> Using cache <layer>"
+            log("--> done in " + seconds_text(report.duration_ms) +
+                (bytes > 0 ? ", " + size_text(bytes) : ""));
+        if (request_.on_step) {
+            std::lock_guard lock(report_mu_);
+            request_.on_step(report);
+        }
     }
 
     void build_stage(size_t i) {
@@ -473,7 +658,11 @@ class BuildSession {
         auto& st = states_[i];
         const auto at = where(stage.line);
         auto base = stage_base(i);
-        log_step("FROM " + base + (stage.name.empty() ? "" : " AS " + stage.name));
+        check_cancelled();
+        const auto from_started = std::chrono::steady_clock::now();
+        const auto from_text = "FROM " + base + (stage.name.empty() ? "" : " AS " + stage.name);
+        st.step_number = first_step(i);
+        log_step(st.step_number, from_text);
 
         if (!stage.platform.empty()) {
             auto platform = expand_word(stage.platform, globals_.lookup(), at, df_.escape);
@@ -493,18 +682,38 @@ class BuildSession {
             st.base_digest = parent.base_digest;
         } else {
             auto what = "FROM " + base;
-            auto resolved = resolve_image(store_, parse_local_image(base, at, what), at, what);
+            auto resolved = pull_image(store_, options_, base, at, what,
+                                       [this](const std::string& line) { log(line); });
             st.image = std::move(resolved.image);
             st.base_name = resolved.name;
             st.base_digest = resolved.digest;
             log("--> " + resolved.name + " " + resolved.digest.str());
         }
-        if (!st.image.config.config.on_build.empty())
-            throw Error(at + ": FROM " + base +
-                        ": the image has ONBUILD triggers, which cascade does not support yet");
+        // The base's ONBUILD triggers run first, as part of the FROM step;
+        // the new image does not inherit them.
+        st.step_bytes = 0;
+        auto triggers = std::move(st.image.config.config.on_build);
+        st.image.config.config.on_build.clear();
+        for (const auto& ins :
+             parse_onbuild_triggers(triggers, at + ": FROM " + base, stage.line)) {
+            check_cancelled();
+            log("--> ONBUILD " + ins.original);
+            try {
+                execute(i, st, ins);
+            } catch (const Error& e) {
+                throw Error(at + ": FROM " + base + ": ONBUILD trigger " + ins.original +
+                            " of the base image failed: " + e.what());
+            }
+        }
+        finish_step(st, from_text, false, st.step_bytes, from_started);
 
         for (const auto& ins : stage.instructions) {
-            log_step(ins.original);
+            check_cancelled();
+            const auto started = std::chrono::steady_clock::now();
+            st.step_number++;
+            st.step_cached = false;
+            st.step_bytes = 0;
+            log_step(st.step_number, ins.original);
             try {
                 execute(i, st, ins);
             } catch (const Error& e) {
@@ -513,6 +722,7 @@ class BuildSession {
                 throw Error(where(ins.line) + ": " + ins.keyword + " " + abbreviate(ins.raw) +
                             ": " + message);
             }
+            finish_step(st, ins.original, st.step_cached, st.step_bytes, started);
         }
     }
 
@@ -546,18 +756,40 @@ class BuildSession {
     }
 
     // A step that changes the file system: `fn` works on the mounted parent
-    // image; what it changed (the overlay's upper dir) becomes a layer.
+    // image; what it changed (the overlay's upper dir) becomes a layer. With
+    // a build cache, a step whose key (parent state, `created_by`, `inputs`)
+    // is known reuses that layer and `fn` does not run.
     template <typename Fn>
     void fs_step(StageState& st, const std::string& created_by, Fn&& fn) {
-        StepDir dir(next_step_dir());
-        StepMount mount(layers_, st.image, dir.path);
-        fn(mount, dir.path);
-        mount.unmount();
-        auto layer = commit_upper(store_.blobs(), mount.upper(), epoch_);
+        fs_step(st, created_by, StepKey{}, std::forward<Fn>(fn));
+    }
+    template <typename Fn>
+    void fs_step(StageState& st, const std::string& created_by, const StepKey& inputs, Fn&& fn) {
+        std::optional<oci::Digest> key;
+        std::optional<BuildCache::Entry> hit;
+        if (cache_) key = inputs.digest(st.image, created_by);
+        if (key && !request_.no_cache) hit = cache_->lookup(*key);
+        std::optional<LayerOutput> layer;
+        if (hit) {
+            layer = hit->layer;
+            st.step_cached = true;
+            log("--> Using cache " +
+                (layer ? layer->descriptor.digest.short_hex() : std::string("(no layer)")));
+        } else {
+            StepDir dir(next_step_dir());
+            StepMount mount(layers_, st.image, dir.path);
+            fn(mount, dir.path);
+            mount.unmount();
+            layer = commit_upper(store_.blobs(), mount.upper(), epoch_, &layers_);
+            if (key) cache_->store(*key, {layer});
+        }
         if (layer) {
             st.image.layers.push_back(layer->descriptor);
             st.image.config.diff_ids.push_back(layer->diff_id);
-            log("--> layer " + layer->descriptor.digest.short_hex());
+            if (!hit) {
+                st.step_bytes += layer->descriptor.size;
+                log("--> layer " + layer->descriptor.digest.short_hex());
+            }
         }
         add_history(st, created_by + " # buildkit", !layer);
     }
@@ -570,12 +802,17 @@ class BuildSession {
         auto& config = st.image.config.config;
         const auto& kw = ins.keyword;
 
-        if (kw == "HEALTHCHECK" || kw == "ONBUILD")
-            throw Error(at + ": " + kw + " is not supported by cascade yet; remove it for now");
-        if (kw != "RUN" && kw != "COPY" && kw != "ADD") check_flags(ins, {});
+        if (kw != "RUN" && kw != "COPY" && kw != "ADD" && kw != "HEALTHCHECK") check_flags(ins, {});
 
-        if (kw == "RUN") {
-            run(st, ins);
+        if (kw == "HEALTHCHECK") {
+            config.healthcheck = parse_healthcheck(ins, at);
+            add_history(st, healthcheck_history(*config.healthcheck), true);
+        } else if (kw == "ONBUILD") {
+            // Kept as written, run by builds FROM this image (not expanded).
+            config.on_build.push_back(ins.raw);
+            add_history(st, "ONBUILD " + ins.raw, true);
+        } else if (kw == "RUN") {
+            run(index, st, ins);
         } else if (kw == "COPY" || kw == "ADD") {
             copy(index, st, ins);
         } else if (kw == "ENV") {
@@ -594,7 +831,7 @@ class BuildSession {
                 history += " " + name + (value ? "=" + *value : "");
                 if (auto it = request_.build_args.find(name); it != request_.build_args.end()) {
                     value = it->second;
-                    used_args_.insert(name);
+                    note_used_arg(name);
                 } else if (!value) {
                     if (const auto* g = globals_.scope.find(name); g && *g)
                         value = *g;
@@ -612,7 +849,10 @@ class BuildSession {
             config.working_dir = dir;
             fs_step(st, "WORKDIR " + dir, [&](StepMount& mount, const stdfs::path&) {
                 RootDir root(mount.rootfs(), "the image being built");
-                make_dirs_in_root(root, dir, Owner{});
+                // BuildKit creates the missing directories owned by USER.
+                Owner owner;
+                if (!config.user.empty()) owner = resolve_chown(config.user, mount.rootfs(), at);
+                make_dirs_in_root(root, dir, owner);
             });
         } else if (kw == "USER") {
             auto user = expand_word(ins.raw, lookup, at, df_.escape);
@@ -694,7 +934,7 @@ class BuildSession {
         for (const auto& [name, value] : request_.build_args) {
             if (!kProxyArgs.count(name) || st.args.find(name) || env_value(env, name)) continue;
             env.push_back(name + "=" + value);
-            used_args_.insert(name);
+            note_used_arg(name);
         }
         if (!env_value(env, "PATH")) env.insert(env.begin(), std::string("PATH=") + kDefaultPath);
         return env;
@@ -713,9 +953,9 @@ class BuildSession {
         return out + join(args);
     }
 
-    void run(StageState& st, const Instruction& ins) {
+    void run(size_t index, StageState& st, const Instruction& ins) {
         const auto at = where(ins.line);
-        check_flags(ins, {"network"});
+        check_flags(ins, {"network", "mount"});
         auto network =
             request_.network_host ? runtime::NetworkMode::Host : runtime::NetworkMode::Own;
         if (auto mode = flag(ins, "network")) {
@@ -728,6 +968,7 @@ class BuildSession {
         }
 
         std::vector<std::string> args;
+        const Heredoc* script = nullptr;
         if (ins.exec_form) {
             args = ins.exec_args;
         } else {
@@ -735,11 +976,9 @@ class BuildSession {
             if (!ins.heredocs.empty()) {
                 const auto& first = ins.heredocs.front();
                 if (ins.heredocs.size() == 1 && is_heredoc_word(trim(ins.raw), first.name)) {
-                    if (first.content.rfind("#!", 0) == 0)
-                        throw Error(at +
-                                    ": RUN with a heredoc script that starts with #! is not "
-                                    "supported by cascade yet; call the interpreter explicitly");
-                    command = first.content;
+                    // BuildKit: a #! script is run as a file, /dev/pipes/NAME.
+                    if (first.content.rfind("#!", 0) == 0) script = &first;
+                    command = script ? "/dev/pipes/" + first.name : first.content;
                 } else {
                     for (const auto& h : ins.heredocs)
                         command += "\n" + h.content + h.name;
@@ -760,8 +999,19 @@ class BuildSession {
         options.network = network;
         options.hostname = "cascade-build";
 
-        const auto id = "build-" + build_id_ + "-" + std::to_string(step_);
-        fs_step(st, run_history(st, args), [&](StepMount& mount, const stdfs::path& dir) {
+        const auto id = "build-" + build_id_ + "-" + std::to_string(st.step_number);
+        const auto mounts = run_mounts(index, st, ins);
+        auto key = run_step_key(ins.flags, options);
+        add_run_mount_inputs(key, mounts.first, mounts.second);
+        if (script) key.add("script", script->content);
+        // Mount targets whose parent directories stay in the layer (not the
+        // secrets': nothing of a secret is left behind).
+        std::vector<std::string> kept;
+        for (const auto& m : mounts.first)
+            if (m.type != RunMount::Type::Secret && !m.target.empty()) kept.push_back(m.target);
+        fs_step(st, run_history(st, args), key, [&](StepMount& mount, const stdfs::path& dir) {
+            if (script) bind_heredoc_script(script->name, script->content, dir, options, at);
+            RunMounts run_mounts(mounts.first, mounts.second, dir, options);
             if (network == runtime::NetworkMode::Host) {
                 // Copies, so a RUN step cannot write to the host's files.
                 for (const char* name : {"resolv.conf", "hosts"}) {
@@ -776,19 +1026,82 @@ class BuildSession {
                         options.resolv_conf = copy;
                 }
             }
-            int status = run_step_container(runc_, id, mount, options, request_.log);
+            check_cancelled();
+            int status = 0;
+            {
+                // Cancel (or another stage failing) kills the container.
+                BuildStopper::Watch watch(*stopper_, id);
+                status = run_step_container(runc_, id, mount, options, stage_log(), kept);
+            }
+            check_cancelled();
             if (status != 0)
                 throw Error(at + ": RUN " + abbreviate(ins.raw) + " failed with exit status " +
                             std::to_string(status));
         });
     }
 
+    // RUN --mount flags, expanded and parsed, and where their sources are.
+    std::pair<std::vector<RunMount>, RunMountSources> run_mounts(size_t index, const StageState& st,
+                                                                 const Instruction& ins) {
+        const auto at = where(ins.line);
+        const auto workdir = st.image.config.config.working_dir.empty()
+                                 ? std::string("/")
+                                 : st.image.config.config.working_dir;
+        std::vector<RunMount> mounts;
+        for (const auto& [k, v] : ins.flags)
+            if (k == "mount")
+                mounts.push_back(
+                    parse_run_mount(expand_word(v, stage_lookup(st), at, df_.escape), workdir, at));
+        RunMountSources sources;
+        sources.layers = &layers_;
+        sources.context = [this]() -> const RootDir& { return context_root(); };
+        sources.image = [this, index, at](const std::string& from) {
+            if (auto j = copy_source_stage(from, index, at)) {
+                ensure_stage(*j);
+                return states_[*j].image;
+            }
+            auto what = "RUN --mount=from=" + from;
+            return pull_image(store_, options_, from, at, what,
+                              [this](const std::string& line) { log(line); })
+                .image;
+        };
+        sources.cache_root = work_root_.parent_path() / "cache-mounts";
+        sources.secrets = &request_.secrets;
+        sources.at = at;
+        return {std::move(mounts), std::move(sources)};
+    }
+
+    void deps_from_run_mount(const Instruction& ins, const std::string& from, size_t i,
+                             std::set<size_t>& deps) const {
+        try {
+            auto j =
+                copy_source_stage(expand_word(from, globals_.lookup(), where(ins.line), df_.escape),
+                                  i, where(ins.line));
+            if (j) deps.insert(*j);
+        } catch (const Error&) {
+            // reported when the instruction runs
+        }
+    }
+
+    void note_used_arg(const std::string& name) {
+        std::lock_guard lock(args_mu_);
+        used_args_.insert(name);
+    }
+
     const RootDir& context_root() {
+        std::lock_guard lock(context_mu_);
         if (!context_) {
             if (request_.context.empty())
                 throw Error("COPY and ADD need a build context, and this build has none");
             auto abs = stdfs::absolute(request_.context).lexically_normal();
             context_.emplace(abs, "the build context " + abs.string());
+            // .dockerignore hides files from COPY/ADD (the Dockerfile is read directly).
+            if (auto ignore = load_dockerignore(abs, request_.dockerfile)) {
+                auto filter = std::make_shared<ContextFilter>(std::move(*ignore));
+                const RootDir* root = &*context_;
+                context_->set_filter(
+                    [filter, root](const std::string& rel) { return filter->hidden(*root, rel); });
+            }
         }
         return *context_;
     }
@@ -799,7 +1112,7 @@ class BuildSession {
         const auto& kw = ins.keyword;
         const bool is_add = kw == "ADD";
         if (is_add)
-            check_flags(ins, {"chown", "chmod", "link"});
+            check_flags(ins, {"chown", "chmod", "link", "checksum"});
         else
             check_flags(ins, {"from", "chown", "chmod", "link"});
         const auto lookup = stage_lookup(st);
@@ -821,11 +1134,18 @@ class BuildSession {
         if (auto v = flag(ins, "chown")) chown = expand_word(*v, lookup, at, df_.escape);
         if (auto v = flag(ins, "chmod")) chmod_text = expand_word(*v, lookup, at, df_.escape);
         if (auto v = flag(ins, "from")) from = expand_word(*v, lookup, at, df_.escape);
+        std::optional<oci::Digest> checksum;
+        if (auto v = flag(ins, "checksum")) {
+            checksum = parse_checksum(expand_word(*v, lookup, at, df_.escape));
+            if (sources.size() != 1 || !is_url(sources[0]))
+                throw Error("--checksum needs exactly one http(s) URL source");
+        }
 
         std::string history = kw;
         if (from) history += " --from=" + *from;
         if (chown) history += " --chown=" + *chown;
         if (chmod_text) history += " --chmod=" + *chmod_text;
+        if (checksum) history += " --checksum=" + checksum->str();
         history += " " + join(sources) + " " + dest;
 
         // Where the sources come from: a heredoc, another stage or image, or
@@ -834,6 +1154,7 @@ class BuildSession {
         std::optional<StepMount> source_mount;
         std::optional<RootDir> source_root;
         std::optional<RootDir> heredoc_root;
+        std::deque<RootDir> url_roots;
         bool keep_owners = false;
         if (from) {
             ImageState image;
@@ -842,7 +1163,10 @@ class BuildSession {
                 image = states_[*j].image;
             } else {
                 auto what = kw + " --from=" + *from;
-                image = resolve_image(store_, parse_local_image(*from, at, what), at, what).image;
+                image =
+                    pull_image(store_, options_, *from, at, what, [this](const std::string& line) {
+                        log(line);
+                    }).image;
             }
             source_mount.emplace(layers_, image, source_dir.path);
             source_root.emplace(source_mount->rootfs(), "--from=" + *from);
@@ -868,10 +1192,26 @@ class BuildSession {
                 patterns.emplace_back(&*heredoc_root, heredoc->name);
                 continue;
             }
+            if (is_add && is_url(s)) {
+                // Downloaded before the step, each into a directory of its own.
+                auto dir = source_dir.path / ("url-" + std::to_string(patterns.size()));
+                fs::make_dirs(dir);
+                auto fetched = fetch_url(s, dir / ".download", checksum);
+                if (fetched.name.empty()) {
+                    if (dest.back() == '/')
+                        throw Error("cannot name the file downloaded from " + s +
+                                    ": its URL has no file name; give a destination file name");
+                    fetched.name = "download";
+                }
+                stdfs::rename(dir / ".download", dir / fetched.name);
+                url_roots.emplace_back(dir, "the download of " + s);
+                patterns.emplace_back(&url_roots.back(), fetched.name);
+                continue;
+            }
             if (is_add && (s.find("://") != std::string::npos || s.rfind("git@", 0) == 0))
                 throw Error(at + ": ADD " + s +
-                            ": downloading URLs and git repositories is not supported by cascade "
-                            "yet; fetch the file into the build context and COPY it");
+                            ": only http:// and https:// URLs are supported by cascade; fetch "
+                            "the file into the build context and COPY it");
             patterns.emplace_back(source_root ? &*source_root : &context_root(), s);
         }
 
@@ -884,7 +1224,9 @@ class BuildSession {
             (dest.size() >= 2 && dest.compare(dest.size() - 2, 2, "/.") == 0);
         const auto dest_path = clean_absolute(dest[0] == '/' ? dest : workdir + "/" + dest);
 
-        fs_step(st, history, [&](StepMount& mount, const stdfs::path&) {
+        StepKey key;
+        if (cache_) key = copy_step_key(ins.flags, patterns, {keep_owners && !chown, epoch_});
+        fs_step(st, history, key, [&](StepMount& mount, const stdfs::path&) {
             RootDir to(mount.rootfs(), "the image being built");
             CopyOptions options;
             options.mode = mode;
@@ -900,23 +1242,33 @@ class BuildSession {
                 auto found = match_sources(*root, pattern);
                 if (found.empty()) log("[Warning] " + at + ": " + pattern + " matched no files");
                 for (auto& f : found) {
-                    const bool from_context = context_ && root == &*context_;
-                    if (is_add && from_context && looks_like_archive(*root, f))
-                        throw Error(at + ": ADD " + f +
-                                    ": extracting archives is not supported by cascade yet; "
-                                    "COPY it and extract it with RUN tar");
                     matches.emplace_back(root, std::move(f));
                 }
             }
             auto existing = to.stat(dest_path);
             const bool dest_is_dir = dest_says_dir || patterns.size() > 1 || matches.size() > 1 ||
                                      (existing && S_ISDIR(existing->st_mode));
-            for (const auto& [root, source] : matches)
+            size_t archives = 0;
+            for (const auto& [root, source] : matches) {
+                // ADD extracts local tar archives (by content) into the destination.
+                if (is_add && context_ && root == &*context_ && is_tar_archive(*root, source)) {
+                    auto staging = source_dir.path / ("archive-" + std::to_string(++archives));
+                    fs::make_dirs(staging);
+                    ::chmod(staging.c_str(), 0755);
+                    extract_archive(*root, source, staging);
+                    CopyOptions archive_options = options;
+                    if (!chown) archive_options.owner.reset();  // the archive's owners
+                    copy_into(RootDir(staging, "the archive " + source), ".", to, dest_path, true,
+                              archive_options);
+                    continue;
+                }
                 copy_into(*root, source, to, dest_path, dest_is_dir, options);
+            }
         });
     }
 
     void warn_unused_args() {
+        std::lock_guard lock(args_mu_);
         std::vector<std::string> unused;
         for (const auto& [name, value] : request_.build_args)
             if (!used_args_.count(name) && !kProxyArgs.count(name)) unused.push_back(name);
@@ -973,15 +1325,23 @@ class BuildSession {
     const std::string created_;
     const std::string build_id_;
     const stdfs::path work_root_;
+    BuildCache* const cache_;  // may be null
+    static inline const BuilderOptions kNoOptions{};
+    const BuilderOptions& options_;  // other registries (engine/image_source.hpp)
 
     Dockerfile df_;
     GlobalArgs globals_;
-    std::set<std::string> used_args_;
+    std::set<std::string> used_args_;  // guarded by args_mu_ while stages build
     size_t target_ = 0;
-    std::vector<StageState> states_;
-    size_t step_ = 0, total_steps_ = 0;
-    size_t dirs_ = 0;
-    std::optional<RootDir> context_;
+    std::vector<StageState> states_;       // built/building/failed guarded by stages_mu_
+    std::map<size_t, size_t> first_step_;  // stage → its FROM's step number
+    size_t total_steps_ = 0;               // guarded by steps_mu_ while stages build
+    std::atomic<size_t> dirs_{0};
+    std::optional<RootDir> context_;     // guarded by context_mu_
+    std::vector<std::string> prefixes_;  // per stage, "[name] "; empty: single stage
+    mutable std::mutex log_mu_, report_mu_, steps_mu_, args_mu_, context_mu_, stages_mu_;
+    std::condition_variable stages_cv_;
+    std::optional<BuildStopper> stopper_;
     // Last member: removed before anything else goes, after every step's
     // mounts (owned by the steps) are gone.
     std::optional<fs::TempDir> work_;
@@ -990,17 +1350,30 @@ class BuildSession {
 }  // namespace
 
 Builder::Builder(registry::Store& store, runtime::LayerCache& layers, runtime::Runc& runc,
-                 std::filesystem::path work_root)
-    : store_(store), layers_(layers), runc_(runc), work_root_(std::move(work_root)) {}
+                 std::filesystem::path work_root, BuilderOptions options)
+    : store_(store), layers_(layers), runc_(runc), work_root_(std::move(work_root)) {
+    set_options(std::move(options));
+}
+
+Builder::~Builder() = default;
+
+void Builder::set_options(BuilderOptions options) {
+    options_ = std::move(options);
+    if (!options_.importer) {
+        own_importer_ = std::make_unique<registry::Importer>(store_, options_.auth_file);
+        options_.importer = own_importer_.get();
+    }
+}
 
 BuildResult Builder::build(const BuildRequest& request) {
-    BuildSession session(store_, layers_, runc_, work_root_, request);
+    BuildSession session(store_, layers_, runc_, work_root_, request, cache_, &options_);
     return session.run();
 }
 
 std::string Builder::final_base(const std::string& dockerfile_text,
                                 const std::map<std::string, std::string>& build_args,
-                                const std::string& from_override) {
+                                const std::string& from_override,
+                                const std::vector<std::string>& local_domains) {
     auto df = Dockerfile::parse(dockerfile_text);
     if (df.stages.empty()) return {};
     auto globals = evaluate_global_args(df, build_args, nullptr);
@@ -1013,7 +1386,7 @@ std::string Builder::final_base(const std::string& dockerfile_text,
     while (true) {
         if (lower(base) == "scratch") return {};
         auto j = stage_named(df, base, i);
-        if (!j) return base_display_name(base);
+        if (!j) return base_display_name(base, local_domains);
         i = *j;
         base = expand(i);
     }

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "oci/error.hpp"
@@ -66,31 +68,6 @@ int openat2_in_root(int root, const std::string& path, int flags) {
     }
 }
 
-std::vector<std::string> list_dir(int dir_fd, const std::string& where) {
-    int dup = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) throw sys_error("dup directory fd of", where, errno);
-    DIR* dir = ::fdopendir(dup);
-    if (!dir) {
-        int err = errno;
-        ::close(dup);
-        throw sys_error("opendir", where, err);
-    }
-    // fdopendir shares the offset with `dir_fd`'s open file description.
-    ::rewinddir(dir);
-    std::vector<std::string> names;
-    errno = 0;
-    while (dirent* e = ::readdir(dir)) {
-        std::string name = e->d_name;
-        if (name != "." && name != "..") names.push_back(std::move(name));
-        errno = 0;
-    }
-    int err = errno;
-    ::closedir(dir);
-    if (err != 0) throw sys_error("readdir", where, err);
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
 bool has_wildcard(const std::string& component) {
     return component.find_first_of("*?[") != std::string::npos;
 }
@@ -100,19 +77,6 @@ fs::Fd openat_or_throw(int dir_fd, const std::string& name, int flags, const std
     int fd = ::openat(dir_fd, checked_name(name).c_str(), flags | O_CLOEXEC, mode);
     if (fd < 0) throw sys_error("open", where, errno);
     return fs::Fd(fd);
-}
-
-std::string read_link_at(int dir_fd, const std::string& name, const std::string& where) {
-    std::string buf(256, '\0');
-    while (true) {
-        ssize_t n = ::readlinkat(dir_fd, name.c_str(), buf.data(), buf.size());
-        if (n < 0) throw sys_error("readlink", where, errno);
-        if (static_cast<size_t>(n) < buf.size()) {
-            buf.resize(static_cast<size_t>(n));
-            return buf;
-        }
-        buf.resize(buf.size() * 2);
-    }
 }
 
 bool skipped_xattr(std::string_view name) {
@@ -176,7 +140,8 @@ void copy_data(int src, int dst, const std::string& where) {
 
 class Copier {
   public:
-    Copier(const RootDir& to, const CopyOptions& options) : to_(to), options_(options) {}
+    Copier(const RootDir& to, const CopyOptions& options, const RootDir* from = nullptr)
+        : to_(to), options_(options), from_(from) {}
 
     Owner owner_of(const struct stat& st) const {
         return options_.owner.value_or(Owner{st.st_uid, st.st_gid});
@@ -187,11 +152,15 @@ class Copier {
 
     // Owner, mode, xattrs and times of `st` onto the open file or directory.
     // chown before chmod: chown clears set-id bits.
-    void apply_metadata(int fd, const struct stat& st, int src_fd, const std::string& path) {
+    // `own_mode`: the source's permission bits even under --chmod (buildah
+    // gives a destination directory a COPY creates the source directory's mode).
+    void apply_metadata(int fd, const struct stat& st, int src_fd, const std::string& path,
+                        bool own_mode = false) {
         auto where = describe(path);
         auto owner = owner_of(st);
         if (::fchown(fd, owner.uid, owner.gid) != 0) throw sys_error("chown", where, errno);
-        if (::fchmod(fd, mode_of(st)) != 0) throw sys_error("chmod", where, errno);
+        const mode_t mode = own_mode ? static_cast<mode_t>(st.st_mode & 07777) : mode_of(st);
+        if (::fchmod(fd, mode) != 0) throw sys_error("chmod", where, errno);
         copy_xattrs(src_fd, fd, where);
         const std::array<timespec, 2> times{st.st_atim, st.st_mtim};
         if (::futimens(fd, times.data()) != 0) throw sys_error("set times of", where, errno);
@@ -220,6 +189,14 @@ class Copier {
         const auto owner = owner_of(st);
         const std::array<timespec, 2> times{st.st_atim, st.st_mtim};
         if (type == S_IFREG) {
+            // Hard links among the copied files stay hard links.
+            const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
+            if (st.st_nlink > 1) {
+                if (auto it = links_.find(key);
+                    it != links_.end() && link_to(it->second, dst_dir, dst_name))
+                    return;
+                links_.emplace(key, path);
+            }
             fs::Fd src = open_source();
             fs::Fd dst = openat_or_throw(dst_dir, dst_name,
                                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, where, 0600);
@@ -245,10 +222,12 @@ class Copier {
             throw sys_error("set times of", where, errno);
     }
 
+    // `src_rel`: the source directory relative to its root, for the filter.
     void copy_dir_contents(int src_dir, const std::string& src_where, int dst_dir,
-                           const std::string& dest_path) {
+                           const std::string& dest_path, const std::string& src_rel = ".") {
         for (const auto& name : list_dir(src_dir, src_where)) {
             checked_name(name);
+            if (from_ && from_->hidden(join_rel(src_rel, name))) continue;
             std::string child_src_where = src_where + "/" + name;
             std::string child_path = join_abs(dest_path, name);
             struct stat st {};
@@ -292,7 +271,8 @@ class Copier {
                 throw Error("cannot copy the directory " + child_src_where + " to " +
                             describe(child_path) + ": a file that is not a directory is there");
             }
-            copy_dir_contents(child_src.get(), child_src_where, child_dst.get(), child_path);
+            copy_dir_contents(child_src.get(), child_src_where, child_dst.get(), child_path,
+                              join_rel(src_rel, name));
             if (created) apply_metadata(child_dst.get(), st, child_src.get(), child_path);
         }
     }
@@ -302,11 +282,63 @@ class Copier {
     }
 
   private:
+    // Links the file this copy wrote at `first` (absolute in the root) as
+    // dst_dir/dst_name; false when that is no longer possible.
+    bool link_to(const std::string& first, int dst_dir, const std::string& dst_name) {
+        auto slash = first.rfind('/');
+        if (slash == std::string::npos) return false;
+        fs::Fd parent =
+            to_.try_open(slash == 0 ? "/" : first.substr(0, slash), O_PATH | O_DIRECTORY);
+        if (!parent) return false;
+        return ::linkat(parent.get(), checked_name(first.substr(slash + 1)).c_str(), dst_dir,
+                        dst_name.c_str(), 0) == 0;
+    }
+
     const RootDir& to_;
     const CopyOptions& options_;
+    const RootDir* from_;  // its filter hides entries (nullptr: none)
+    std::map<std::pair<dev_t, ino_t>, std::string> links_;  // source inode → first copy
 };
 
 }  // namespace
+
+std::vector<std::string> list_dir(int dir_fd, const std::string& where) {
+    int dup = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) throw sys_error("dup directory fd of", where, errno);
+    DIR* dir = ::fdopendir(dup);
+    if (!dir) {
+        int err = errno;
+        ::close(dup);
+        throw sys_error("opendir", where, err);
+    }
+    // fdopendir shares the offset with `dir_fd`'s open file description.
+    ::rewinddir(dir);
+    std::vector<std::string> names;
+    errno = 0;
+    while (dirent* e = ::readdir(dir)) {
+        std::string name = e->d_name;
+        if (name != "." && name != "..") names.push_back(std::move(name));
+        errno = 0;
+    }
+    int err = errno;
+    ::closedir(dir);
+    if (err != 0) throw sys_error("readdir", where, err);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+std::string read_link_at(int dir_fd, const std::string& name, const std::string& where) {
+    std::string buf(256, '\0');
+    while (true) {
+        ssize_t n = ::readlinkat(dir_fd, name.c_str(), buf.data(), buf.size());
+        if (n < 0) throw sys_error("readlink", where, errno);
+        if (static_cast<size_t>(n) < buf.size()) {
+            buf.resize(static_cast<size_t>(n));
+            return buf;
+        }
+        buf.resize(buf.size() * 2);
+    }
+}
 
 std::vector<std::string> path_components(const std::string& path) {
     const bool absolute = !path.empty() && path[0] == '/';
@@ -449,7 +481,8 @@ std::vector<std::string> match_sources(const RootDir& root, const std::string& p
                 if (!dir) continue;
                 for (const auto& name :
                      list_dir(dir.get(), base + " (in " + root.description() + ")")) {
-                    if (::fnmatch(c.c_str(), name.c_str(), 0) == 0)
+                    if (::fnmatch(c.c_str(), name.c_str(), 0) == 0 &&
+                        !root.hidden(join_rel(base, name)))
                         next.push_back(join_rel(base, name));
                 }
             }
@@ -459,7 +492,11 @@ std::vector<std::string> match_sources(const RootDir& root, const std::string& p
 
     std::vector<std::string> out;
     for (const auto& candidate : candidates)
-        if (root.stat(candidate)) out.push_back(candidate);
+        if (root.stat(candidate) && !root.hidden(candidate)) out.push_back(candidate);
+    if (!wildcard && out.empty() && !candidates.empty() && root.stat(candidates.front()) &&
+        root.hidden(candidates.front()))
+        throw Error("source " + pattern + " is excluded from " + root.description() +
+                    " by .dockerignore; remove it from there to copy it");
     if (!wildcard && out.empty())
         throw Error("source " + pattern + " not found in " + root.description() +
                     "; check the path (it is relative to the root of " + root.description() + ")");
@@ -475,14 +512,15 @@ void copy_into(const RootDir& from, const std::string& source, const RootDir& to
         fs::Fd probe = from.open(source, O_PATH);
         if (::fstat(probe.get(), &st) != 0) throw sys_error("stat", src_where, errno);
     }
-    Copier copier(to, options);
+    Copier copier(to, options, &from);
 
     if (S_ISDIR(st.st_mode)) {
         bool created = false;
         fs::Fd dst = make_dirs_in_root(to, dest, options.parents_owner, &created);
         fs::Fd src = from.open(source, O_RDONLY | O_DIRECTORY);
-        copier.copy_dir_contents(src.get(), src_where, dst.get(), dest);
-        if (created) copier.apply_metadata(dst.get(), st, src.get(), dest);
+        copier.copy_dir_contents(src.get(), src_where, dst.get(), dest,
+                                 path_components(relative_of(source)).empty() ? "." : source);
+        if (created) copier.apply_metadata(dst.get(), st, src.get(), dest, true);
         return;
     }
 
@@ -505,30 +543,6 @@ void copy_into(const RootDir& from, const std::string& source, const RootDir& to
         st, [&] { return from.open(source, O_RDONLY | O_NONBLOCK); },
         [&]() -> std::string { throw Error("unexpected symlink " + src_where); }, parent_fd.get(),
         name, join_abs(parent, name));
-}
-
-bool looks_like_archive(const RootDir& root, const std::string& source) {
-    auto st = root.stat(source);
-    if (!st || !S_ISREG(st->st_mode)) return false;
-    fs::Fd fd = root.open(source, O_RDONLY | O_NONBLOCK);
-    std::array<unsigned char, 512> head{};
-    size_t got = 0;
-    while (got < head.size()) {
-        ssize_t n = ::read(fd.get(), head.data() + got, head.size() - got);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw sys_error("read", source + " (in " + root.description() + ")", errno);
-        }
-        if (n == 0) break;
-        got += static_cast<size_t>(n);
-    }
-    auto starts = [&](std::initializer_list<unsigned char> magic) {
-        return got >= magic.size() && std::equal(magic.begin(), magic.end(), head.begin());
-    };
-    if (starts({0x1f, 0x8b}) || starts({'B', 'Z', 'h'}) ||
-        starts({0xfd, '7', 'z', 'X', 'Z', 0x00}) || starts({0x28, 0xb5, 0x2f, 0xfd}))
-        return true;
-    return got >= 262 && std::memcmp(head.data() + 257, "ustar", 5) == 0;
 }
 
 }  // namespace cascade::engine

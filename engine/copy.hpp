@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +24,12 @@ namespace cascade::engine {
 // dropped, ".." removes the one before it; at the start of an absolute path
 // ".." is dropped, at the start of a relative one it is kept.
 std::vector<std::string> path_components(const std::string& path);
+
+// The entries of the open directory `dir_fd` but "." and "..", sorted;
+// `where` names it in errors.
+std::vector<std::string> list_dir(int dir_fd, const std::string& where);
+// readlinkat(2) of `name` in `dir_fd`, of any length.
+std::string read_link_at(int dir_fd, const std::string& name, const std::string& where);
 
 // An open directory that serves as "/" for every lookup made through it.
 class RootDir {
@@ -42,10 +49,16 @@ class RootDir {
     // stat(2) following symlinks inside the root; nullopt when missing.
     std::optional<struct ::stat> stat(const std::string& path) const;
 
+    // Entries match_sources and copy_into leave out (the build context's
+    // .dockerignore): `hidden` gets a root-relative path such as "a/b.txt".
+    void set_filter(std::function<bool(const std::string&)> hidden) { hidden_ = std::move(hidden); }
+    bool hidden(const std::string& rel) const { return hidden_ && hidden_(rel); }
+
   private:
     std::filesystem::path path_;
     std::string description_;
     fs::Fd fd_;
+    std::function<bool(const std::string&)> hidden_;
 };
 
 struct Owner {
@@ -86,9 +99,5 @@ struct CopyOptions {
 // it is a symlink; symlinks below it are copied as symlinks.
 void copy_into(const RootDir& from, const std::string& source, const RootDir& to,
                const std::string& dest, bool dest_is_dir, const CopyOptions& options);
-
-// True when the regular file `source` in `root` starts like an archive that
-// Docker's ADD would extract (tar, gzip, bzip2, xz, zstd).
-bool looks_like_archive(const RootDir& root, const std::string& source);
 
 }  // namespace cascade::engine

@@ -1224,6 +1224,35 @@ Dockerfile Dockerfile::parse(std::string_view text, std::string file_name) {
     return Parser(text, std::move(file_name)).run();
 }
 
+std::vector<Instruction> parse_onbuild_triggers(const std::vector<std::string>& triggers,
+                                                const std::string& where, int line) {
+    std::vector<Instruction> out;
+    for (const auto& trigger : triggers) {
+        auto words = split_whitespace(trigger);
+        std::string keyword = words.empty() ? std::string() : upper(words.front());
+        if (keyword == "ONBUILD")
+            fail_at(where, "chaining ONBUILD via ONBUILD ONBUILD isn't allowed (ONBUILD trigger)",
+                    trigger);
+        if (keyword == "FROM" || keyword == "MAINTAINER")
+            fail_at(where, keyword + " isn't allowed as an ONBUILD trigger", trigger);
+        Dockerfile df;
+        try {
+            df = Dockerfile::parse("FROM scratch\n" + trigger, "ONBUILD trigger");
+        } catch (const Error& e) {
+            fail_at(
+                where,
+                std::string("the base image's ONBUILD trigger does not parse (") + e.what() + ")",
+                trigger);
+        }
+        auto& instructions = df.stages.front().instructions;
+        if (df.stages.size() != 1 || instructions.size() != 1)
+            fail_at(where, "an ONBUILD trigger must be a single instruction", trigger);
+        instructions.front().line = line;
+        out.push_back(std::move(instructions.front()));
+    }
+    return out;
+}
+
 std::string expand_word(std::string_view text, const Lookup& lookup, const std::string& where,
                         char escape) {
     return lex(text, lookup, where, {.escape = escape}).word;
@@ -1245,7 +1274,9 @@ std::vector<std::pair<std::string, std::string>> parse_key_values(std::string_vi
                                                                   bool allow_legacy, char escape) {
     std::vector<std::pair<std::string, std::string>> out;
     for (auto& kv : split_key_values(raw, escape, allow_legacy, where)) {
-        out.emplace_back(std::move(kv.key), expand_word(kv.value, lookup, where, escape));
+        // BuildKit expands (and unquotes) the key as well: LABEL "a.b"=c is a.b.
+        out.emplace_back(expand_word(kv.key, lookup, where, escape),
+                         expand_word(kv.value, lookup, where, escape));
     }
     return out;
 }

@@ -73,6 +73,14 @@ struct Dockerfile {
     static Dockerfile parse(std::string_view text, std::string file_name = "Dockerfile");
 };
 
+// The instructions of a base image's ONBUILD triggers (its config's
+// OnBuild), each parsed on its own with the default escape character, as
+// Docker does; every instruction gets `line` (the FROM's) as its line.
+// Throws cascade::Error "<where>: ..." for a trigger that does not parse, is
+// not exactly one instruction, or is ONBUILD, FROM or MAINTAINER.
+std::vector<Instruction> parse_onbuild_triggers(const std::vector<std::string>& triggers,
+                                                const std::string& where, int line);
+
 // Variable lookup for expansion; nullopt = unset.
 using Lookup = std::function<std::optional<std::string>(const std::string&)>;
 
@@ -90,7 +98,8 @@ std::vector<std::string> expand_words(std::string_view text, const Lookup& looku
                                       const std::string& where, char escape = '\\');
 
 // ENV / LABEL / ARG argument forms: "k=v k2=\"v 2\"" or legacy "k v w"
-// (ENV/LABEL only). Values are expanded with `lookup`; keys are not.
+// (ENV/LABEL only). Keys and values are expanded with `lookup` (BuildKit's
+// expandKvpsInPlace), so quotes around a key are removed too.
 std::vector<std::pair<std::string, std::string>> parse_key_values(std::string_view raw,
                                                                   const Lookup& lookup,
                                                                   const std::string& where,

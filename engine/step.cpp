@@ -172,13 +172,59 @@ void StepMount::unmount() {
     untouched_.clear();
 }
 
+namespace {
+
+// Makes a written upper dir what apply_layer(overlay_whiteouts) of its layer
+// would give: times clamped to `epoch` (atime = mtime, whole seconds, as the
+// tar has them), no sockets (the tar has none), and of overlayfs' xattrs only
+// the opaque marker (the tar's ".wh..wh..opq").
+void upper_as_lower(const stdfs::path& upper, int64_t epoch) {
+    std::vector<stdfs::path> paths;
+    for (auto it = stdfs::recursive_directory_iterator(upper); it != stdfs::end(it); ++it)
+        paths.push_back(it->path());
+    auto clamp = [&](const struct stat& st, const stdfs::path& p) {
+        int64_t t = st.st_mtim.tv_sec > epoch ? epoch : st.st_mtim.tv_sec;
+        struct timespec times[2] = {{t, 0}, {t, 0}};
+        if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
+            throw sys_error("set times of", p.string(), errno);
+    };
+    std::string names;
+    for (const auto& p : paths) {
+        struct stat st {};
+        if (::lstat(p.c_str(), &st) != 0) throw sys_error("lstat", p.string(), errno);
+        if (S_ISSOCK(st.st_mode)) {
+            if (::unlink(p.c_str()) != 0) throw sys_error("unlink", p.string(), errno);
+            continue;
+        }
+        ssize_t n = ::llistxattr(p.c_str(), nullptr, 0);
+        if (n > 0) {
+            names.assign(static_cast<size_t>(n), '\0');
+            n = ::llistxattr(p.c_str(), names.data(), names.size());
+            for (size_t i = 0; n > 0 && i < static_cast<size_t>(n);) {
+                std::string name(names.c_str() + i);
+                i += name.size() + 1;
+                if (name.rfind("trusted.overlay.", 0) == 0 && name != "trusted.overlay.opaque")
+                    ::lremovexattr(p.c_str(), name.c_str());
+            }
+        }
+        clamp(st, p);
+    }
+}
+
+}  // namespace
+
 std::optional<LayerOutput> commit_upper(registry::BlobStore& blobs,
-                                        const std::filesystem::path& upper, int64_t epoch) {
+                                        const std::filesystem::path& upper, int64_t epoch,
+                                        runtime::LayerCache* cache) {
     if (stdfs::is_empty(upper)) return std::nullopt;
     fs::make_dirs(blobs.ingest_dir());
     FileGuard temp{blobs.ingest_dir() / ("layer-" + fs::random_hex(16) + ".tar.gz")};
     oci::LayerWriteOptions options;
     options.compression = oci::Compression::Gzip;
+    // zlib level 3 deflates text ~2.2x faster than the default 6 for ~6% more
+    // bytes (measured on a tar of /usr: 60 vs 27 MB/s per core, ratio 0.398
+    // vs 0.375); blocks of random data are stored either way (oci/pgzip.cpp).
+    options.compression_level = 3;
     options.clamp_mtime = epoch;
     options.overlay_upper = true;
     auto written = oci::write_layer(upper, temp.path, options);
@@ -191,11 +237,16 @@ std::optional<LayerOutput> commit_upper(registry::BlobStore& blobs,
     out.descriptor.digest = written.digest;
     out.descriptor.size = written.size;
     out.diff_id = written.diff_id;
+    if (cache) {
+        upper_as_lower(upper, epoch);
+        cache->adopt(upper, written.diff_id);
+    }
     return out;
 }
 
 int run_step_container(runtime::Runc& runc, const std::string& id, StepMount& mount,
-                       const runtime::BundleOptions& options, const LogFn& log) {
+                       const runtime::BundleOptions& options, const LogFn& log,
+                       const std::vector<std::string>& keep) {
     auto spec = runtime::make_runtime_spec(mount.rootfs(), options);
     runtime::write_bundle_config(mount.bundle(), spec);
     RootDir root(mount.rootfs(), "the rootfs of " + id);
@@ -214,6 +265,12 @@ int run_step_container(runtime::Runc& runc, const std::string& id, StepMount& mo
         ContainerGuard container{runc, id};
         status = runc.run(id, mount.bundle(), output.write_fd(), output.write_fd());
     }
+    // Kept: the directories created on the way to a `keep` target (the
+    // target itself goes, as buildah removes it).
+    std::erase_if(stubs, [&](const std::string& stub) {
+        return std::any_of(keep.begin(), keep.end(),
+                           [&](const std::string& k) { return k.rfind(stub + "/", 0) == 0; });
+    });
     remove_mount_stubs(root, stubs);
     for (const auto& [path, st] : parents)
         mount.note_untouched_dir(path, st);

@@ -67,8 +67,13 @@ struct LayerOutput {
 // Writes an (unmounted) overlay upper directory as a gzip layer whose entry
 // times are clamped to `epoch`, straight into the blob store's ingest
 // directory, and adopts it. nullopt when the step changed nothing.
+// With `cache`, the upper dir then moves into it as the layer's unpacked
+// lower dir (times clamped like the tar's, overlay bookkeeping xattrs other
+// than opaque dropped): the next step mounts it without unpacking the blob,
+// and nobody deletes its files.
 std::optional<LayerOutput> commit_upper(registry::BlobStore& blobs,
-                                        const std::filesystem::path& upper, int64_t epoch);
+                                        const std::filesystem::path& upper, int64_t epoch,
+                                        runtime::LayerCache* cache = nullptr);
 
 using LogFn = std::function<void(const std::string&)>;
 
@@ -78,7 +83,12 @@ using LogFn = std::function<void(const std::string&)>;
 // removed again afterwards when they are still empty, and their existing
 // parents noted as untouched, so they do not end up in the layer. The container is deleted however
 // this ends. Returns its exit status.
+//
+// `keep` lists mount targets whose missing parent directories stay in the
+// layer (empty), as buildah leaves them for RUN --mount=type=cache|bind|tmpfs;
+// the target itself is removed.
 int run_step_container(runtime::Runc& runc, const std::string& id, StepMount& mount,
-                       const runtime::BundleOptions& options, const LogFn& log);
+                       const runtime::BundleOptions& options, const LogFn& log,
+                       const std::vector<std::string>& keep = {});
 
 }  // namespace cascade::engine

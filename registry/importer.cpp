@@ -57,6 +57,31 @@ struct Copy {
     }
 };
 
+// The manifest of `index` for `platform` ("os/arch[/variant]").
+oci::Descriptor pick_platform(const RemoteManifest& index, const std::string& platform) {
+    std::string os = platform, arch, variant;
+    if (auto slash = os.find('/'); slash != std::string::npos) {
+        arch = os.substr(slash + 1);
+        os.resize(slash);
+    }
+    if (auto slash = arch.find('/'); slash != std::string::npos) {
+        variant = arch.substr(slash + 1);
+        arch.resize(slash);
+    }
+    std::string found;
+    for (const auto& d : oci::parse_index(index.bytes).manifests) {
+        if (!d.platform) continue;
+        const auto& p = *d.platform;
+        if (p.os == os && p.architecture == arch && (variant.empty() || p.variant == variant) &&
+            oci::media::is_manifest(d.media_type))
+            return d;
+        found += (found.empty() ? "" : ", ") + p.os + "/" + p.architecture +
+                 (p.variant.empty() ? "" : "/" + p.variant);
+    }
+    throw Error("index " + index.digest.str() + " has no image for " + platform + " (it has " +
+                (found.empty() ? std::string("no platform images") : found) + ")");
+}
+
 }  // namespace
 
 Importer::Importer(Store& store, std::filesystem::path auth_file)
@@ -93,44 +118,74 @@ ImportResult Importer::import(const ImportSpec& spec) {
     result.tag = spec.tag;
     result.from = ref.str();
     std::lock_guard tag_lock(tag_mutex(target));
-    try {
-        RemoteOptions options;
-        options.insecure = spec.insecure;
-        options.credentials = AuthFile::load(auth_file_).find(ref.domain, ref.path);
-        options.cancel = &stopping_;
-        RemoteRegistry remote(ref.domain, options);
-
-        std::string reference = ref.digest ? ref.digest->str() : ref.tag;
-        auto head = remote.head_manifest(ref.path, reference);
-        result.previous = store_.tag_digest(spec.repository, spec.tag);
-        result.digest = head.digest;
-        result.media_type = head.media_type;
-        if (result.previous == head.digest) {
-            auto history = store_.tag_history(spec.repository, spec.tag);
-            if (!history.empty()) result.generation = history.front().generation;
-            return result;  // the remote did not change: nothing to copy, no new generation
+    std::vector<ImportMirror> sources = spec.mirrors;
+    sources.push_back({ref.domain, spec.insecure});
+    std::string failures;  // of the mirrors tried first
+    for (size_t i = 0; i < sources.size(); i++) {
+        const bool mirror = i + 1 < sources.size();
+        try {
+            import_from(spec, ref, sources[i], result);
+            return result;
+        } catch (const RemoteError& e) {
+            if (mirror && !stopping_) {
+                failures += "mirror " + sources[i].host + ": " + e.what() + "; ";
+                continue;
+            }
+            throw RemoteError(
+                "import " + ref.str() + " into " + target + ": " + failures + e.what(), e.status);
+        } catch (const std::exception& e) {
+            if (mirror && !stopping_) {
+                failures += "mirror " + sources[i].host + ": " + e.what() + "; ";
+                continue;
+            }
+            throw Error("import " + ref.str() + " into " + target + ": " + failures + e.what());
         }
+    }
+    throw Error("import " + ref.str() + " into " + target + ": no registry to import from");
+}
 
-        auto top = remote.get_manifest(ref.path, head.digest.str());
-        result.media_type = top.media_type;
-        result.manifests = 1;
-        Copy copy{remote, store_, spec.repository, ref.path, result, {}};
-        copy.fetch_references(top, 0);
+void Importer::import_from(const ImportSpec& spec, const oci::Reference& ref,
+                           const ImportMirror& source, ImportResult& result) {
+    RemoteOptions options;
+    options.insecure = source.insecure;
+    options.credentials = AuthFile::load(auth_file_).find(source.host, ref.path);
+    options.cancel = &stopping_;
+    RemoteRegistry remote(source.host, options);
+    result.registry = remote.host();
 
-        // All manifests and the tag in one transaction: all visible, or none.
-        store_.db().transaction([&] {
-            for (const auto& m : copy.children)
-                store_.put_manifest(spec.repository, m.bytes, m.media_type);
-            store_.put_manifest(spec.repository, top.bytes, top.media_type, spec.tag,
-                                "import " + ref.str());
-        });
-        result.moved = true;
+    std::string reference = ref.digest ? ref.digest->str() : ref.tag;
+    auto head = remote.head_manifest(ref.path, reference);
+    if (!spec.platform.empty() && oci::media::is_index(head.media_type)) {
+        auto index = remote.get_manifest(ref.path, head.digest.str());
+        auto child = pick_platform(index, spec.platform);
+        head = {child.digest, child.media_type, child.size};
+    }
+    result.previous = store_.tag_digest(spec.repository, spec.tag);
+    result.digest = head.digest;
+    result.media_type = head.media_type;
+    result.manifests = result.blobs_fetched = result.blobs_present = 0;
+    if (result.previous == head.digest) {
         auto history = store_.tag_history(spec.repository, spec.tag);
         if (!history.empty()) result.generation = history.front().generation;
-        return result;
-    } catch (const std::exception& e) {
-        throw Error("import " + ref.str() + " into " + target + ": " + e.what());
+        return;  // the remote did not change: nothing to copy, no new generation
     }
+
+    auto top = remote.get_manifest(ref.path, head.digest.str());
+    result.media_type = top.media_type;
+    result.manifests = 1;
+    Copy copy{remote, store_, spec.repository, ref.path, result, {}};
+    copy.fetch_references(top, 0);
+
+    // All manifests and the tag in one transaction: all visible, or none.
+    store_.db().transaction([&] {
+        for (const auto& m : copy.children)
+            store_.put_manifest(spec.repository, m.bytes, m.media_type);
+        store_.put_manifest(spec.repository, top.bytes, top.media_type, spec.tag,
+                            "import " + ref.str());
+    });
+    result.moved = true;
+    auto history = store_.tag_history(spec.repository, spec.tag);
+    if (!history.empty()) result.generation = history.front().generation;
 }
 
 void Importer::start_schedule(ScheduledSpecs specs, std::chrono::seconds interval) {

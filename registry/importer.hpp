@@ -29,10 +29,18 @@
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "oci/reference.hpp"
 
 namespace cascade::registry {
 
 class Store;
+
+// A registry an import may be served from instead of the reference's own
+// (a mirror), tried before it.
+struct ImportMirror {
+    std::string host;       // "127.0.0.1:5001", "mirror.example.com"
+    bool insecure = false;  // http:// or unverified TLS allowed
+};
 
 // One image stream tag that follows an external reference.
 struct ImportSpec {
@@ -41,6 +49,13 @@ struct ImportSpec {
     std::string from;        // "docker.io/library/httpd:2.4"
     bool insecure = false;   // http:// or unverified TLS allowed
     bool scheduled = false;  // re-checked by the schedule
+    // Tried in order before the reference's own registry; a mirror that fails
+    // (unreachable, no such manifest, a bad blob …) passes to the next.
+    std::vector<ImportMirror> mirrors;
+    // "linux/amd64": when the reference is an index, only that platform's
+    // manifest (and its blobs) is imported and the tag points at it; an index
+    // without it is an error. Empty: the whole index.
+    std::string platform;
 };
 
 struct ImportResult {
@@ -54,6 +69,7 @@ struct ImportResult {
     int manifests = 0;       // manifests in the image (1, or 1 + children of an index)
     int blobs_fetched = 0;   // blobs downloaded
     int blobs_present = 0;   // blobs the store already had
+    std::string registry;    // the host it came from (a mirror or the reference's own)
 };
 
 class Importer {
@@ -66,7 +82,9 @@ class Importer {
     Importer& operator=(const Importer&) = delete;
 
     // Imports one tag now. Throws cascade::Error naming the reference, the
-    // registry and what failed. Imports of the same tag run one at a time.
+    // registry and what failed (a RemoteError with the HTTP status when the
+    // registry answered with an error, 0 when it did not answer). Imports of
+    // the same tag run one at a time.
     ImportResult import(const ImportSpec& spec);
 
     // The tags the schedule re-checks (asked again on every round).
@@ -82,6 +100,9 @@ class Importer {
         std::function<void(const std::string& kind, const std::string& message)> sink);
 
   private:
+    // One attempt from one registry (a mirror or the reference's own).
+    void import_from(const ImportSpec& spec, const oci::Reference& ref, const ImportMirror& source,
+                     ImportResult& result);
     void run_schedule();
     void emit(const std::string& kind, const std::string& message);
     std::mutex& tag_mutex(const std::string& key);

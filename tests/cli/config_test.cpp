@@ -124,4 +124,40 @@ TEST_F(ConfigTest, SyntaxErrorsCarryTheLineAndAMissingFileSaysSo) {
     }
 }
 
+TEST_F(ConfigTest, BuildCacheBound) {
+    EXPECT_EQ(load("").build_cache_max_bytes, int64_t{10} << 30);
+    EXPECT_EQ(load("buildCache:\n  maxBytes: 1048576\n").build_cache_max_bytes, 1048576);
+    EXPECT_NE(error_of("buildCache:\n  maxBytes: -1\n").find("buildCache.maxBytes"),
+              std::string::npos);
+    EXPECT_NE(error_of("buildCache:\n  max: 1\n").find("buildCache.max"), std::string::npos);
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(ConfigTest, RegistriesMirrorsAndInsecureHosts) {
+    auto c = load(R"(
+registries:
+  mirrors:
+    docker.io: ["http://127.0.0.1:5001", "mirror.example.com/"]
+    quay.io: https://quay-mirror.example.com
+  insecure: ["127.0.0.1:5000"]
+)");
+    ASSERT_EQ(c.registry_mirrors.size(), 2u);
+    EXPECT_EQ(c.registry_mirrors["docker.io"],
+              (std::vector<std::string>{"http://127.0.0.1:5001", "mirror.example.com/"}));
+    EXPECT_EQ(c.registry_mirrors["quay.io"],
+              (std::vector<std::string>{"https://quay-mirror.example.com"}));
+    EXPECT_EQ(c.insecure_registries, (std::vector<std::string>{"127.0.0.1:5000"}));
+
+    auto message = error_of("registries:\n  mirrors:\n    docker.io: [\"ftp://x\"]\n");
+    EXPECT_NE(message.find("registries.mirrors.docker.io"), std::string::npos) << message;
+    message = error_of("registries:\n  mirrors:\n    docker.io: [\"http://x/path\"]\n");
+    EXPECT_NE(message.find("host[:port]"), std::string::npos) << message;
+    message = error_of("registries:\n  mirror: {}\n");
+    EXPECT_NE(message.find("registries.mirror"), std::string::npos) << message;
+    EXPECT_NE(message.find("unknown key"), std::string::npos) << message;
+}
+
 }  // namespace

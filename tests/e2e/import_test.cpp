@@ -241,7 +241,7 @@ TEST_F(ImportImage, AnImportThatMovesABaseTagRebuildsItsDependents) {
         << "the import did not rebuild the dependent: " << build_phase("app-2");
     auto build = get("build/app-2");
     EXPECT_NE(build["spec"]["triggeredBy"][0]["message"].get<std::string>().find(
-                  "image change: base:latest"),
+                  "image change of base:latest"),
               std::string::npos)
         << build.dump(2);
     EXPECT_EQ(build["status"]["base"]["digest"], v2.manifest.digest.str());

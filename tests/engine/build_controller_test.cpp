@@ -120,4 +120,129 @@ TEST_F(BuildControllerTest, FailedBuildIsRecordedWithItsLog) {
     EXPECT_THROW(controller->start_build("no-such-config"), Error);
 }
 
+TEST_F(BuildControllerTest, RecordsCauseAndStepTimings) {
+    controller->apply(config("a", "FROM scratch\nLABEL release=1\n"));
+    controller->apply(config("b", "FROM a\nLABEL b=1\n"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    controller->apply(config("a", "FROM scratch\nLABEL release=2\n"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    auto a2 = controller->build("a-2");
+    ASSERT_TRUE(a2);
+    EXPECT_EQ(a2->cause_kind, engine::BuildCause::ConfigChange);
+    ASSERT_EQ(a2->steps.size(), 2u);
+    EXPECT_EQ(a2->steps[0].text, "FROM scratch");
+    EXPECT_EQ(a2->steps[1].text, "LABEL release=2");
+    EXPECT_EQ(a2->steps[1].number, 2u);
+    auto b2 = controller->build("b-2");
+    ASSERT_TRUE(b2);
+    EXPECT_EQ(b2->cause_kind, engine::BuildCause::ImageChange);
+    EXPECT_EQ(b2->cause, "image change of a:latest to " + a2->image_digest);
+    EXPECT_EQ(b2->to_json()["steps"].size(), 2u);
+}
+
+TEST_F(BuildControllerTest, HistoryLimitsPruneOldRecordsAndLogs) {
+    auto good = config("good", "FROM scratch\nLABEL x=1\n");
+    good.successful_builds_history_limit = 2;
+    controller->apply(good);
+    ASSERT_TRUE(controller->wait_idle(120s));
+    for (int i = 0; i < 3; i++) {
+        controller->start_build("good");
+        ASSERT_TRUE(controller->wait_idle(120s));
+    }
+    auto kept = controller->builds("good");
+    ASSERT_EQ(kept.size(), 2u);
+    EXPECT_EQ(kept[0].name, "good-3");
+    EXPECT_EQ(kept[1].name, "good-4");
+    EXPECT_FALSE(std::filesystem::exists(controller->log_path("good-1")));
+    EXPECT_FALSE(std::filesystem::exists(controller->log_path("good-2")));
+    EXPECT_TRUE(std::filesystem::exists(controller->log_path("good-4")));
+
+    auto bad = config("bad", "FROM missing-base\n");
+    bad.failed_builds_history_limit = 1;
+    controller->apply(bad);
+    ASSERT_TRUE(controller->wait_idle(120s));
+    controller->start_build("bad");
+    ASSERT_TRUE(controller->wait_idle(120s));
+    auto failed = controller->builds("bad");
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].name, "bad-2");
+    EXPECT_EQ(failed[0].phase, "Failed");
+    EXPECT_FALSE(std::filesystem::exists(controller->log_path("bad-1")));
+}
+
+TEST_F(BuildControllerTest, CancelQueuedAndRunningBuilds) {
+    std::filesystem::copy_file("/bin/busybox", tmp.path() / "busybox");
+    controller->apply(config("slow",
+                             "FROM scratch\nCOPY busybox /bin/busybox\n"
+                             "RUN [\"/bin/busybox\", \"sleep\", \"600\"]\n"));
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto b = controller->build("slow-1");
+            return b && b->phase == "Running" && b->steps.size() == 2;
+        },
+        60s));
+    // Queued behind the running build: cancelled, it never runs.
+    auto quick = config("quick", "FROM scratch\nLABEL q=1\n");
+    quick.config_change_trigger = false;
+    controller->apply(quick);
+    auto queued = controller->start_build("quick");
+    EXPECT_EQ(controller->build(queued)->phase, "New");
+    EXPECT_TRUE(controller->cancel(queued));
+    auto q = controller->build(queued);
+    EXPECT_EQ(q->phase, "Cancelled");
+    EXPECT_EQ(q->started, 0);
+
+    EXPECT_TRUE(controller->cancel("slow-1"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    auto slow = controller->build("slow-1");
+    EXPECT_EQ(slow->phase, "Cancelled") << slow->message;
+    EXPECT_FALSE(store.resolve("quick", "latest"));
+    EXPECT_FALSE(store.resolve("slow", "latest"));
+    EXPECT_FALSE(controller->cancel("slow-1"));  // already over
+    EXPECT_THROW(controller->cancel("slow-9"), Error);
+    EXPECT_TRUE(test::mounts_under(tmp.path()).empty());
+    auto listed = test::run({"runc", "--root", (tmp.path() / "runc").string(), "list", "-q"});
+    EXPECT_EQ(listed.out, "");
+}
+
+TEST_F(BuildControllerTest, RestartMarksARunningBuildFailed) {
+    controller->apply(config("a", "FROM scratch\nLABEL release=1\n"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    store.unsubscribe(sub);
+    controller.reset();
+    // As if the daemon died during the build.
+    db.query("UPDATE builds SET phase = 'Running', finished = 0 WHERE name = 'a-1'");
+    controller = std::make_unique<engine::BuildController>(store, db, builder, tmp.path() / "logs");
+    sub = store.subscribe([this](const registry::TagEvent& e) { controller->on_tag_moved(e); });
+    auto a1 = controller->build("a-1");
+    ASSERT_TRUE(a1);
+    EXPECT_EQ(a1->phase, "Failed");
+    EXPECT_EQ(a1->message, "daemon stopped during the build");
+    EXPECT_GT(a1->finished, 0);
+}
+
+TEST_F(BuildControllerTest, StoppingTheControllerStopsARunningBuild) {
+    std::filesystem::copy_file("/bin/busybox", tmp.path() / "busybox");
+    controller->apply(config("slow",
+                             "FROM scratch\nCOPY busybox /bin/busybox\n"
+                             "RUN [\"/bin/busybox\", \"sleep\", \"600\"]\n"));
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto b = controller->build("slow-1");
+            return b && b->phase == "Running" && b->steps.size() == 2;
+        },
+        60s));
+    store.unsubscribe(sub);
+    controller.reset();  // as the daemon does on SIGTERM: does not wait 600 s
+    controller = std::make_unique<engine::BuildController>(store, db, builder, tmp.path() / "logs");
+    sub = store.subscribe([this](const registry::TagEvent& e) { controller->on_tag_moved(e); });
+    auto b = controller->build("slow-1");
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->phase, "Failed");
+    EXPECT_EQ(b->message, "daemon stopped during the build");
+    EXPECT_TRUE(test::mounts_under(tmp.path()).empty());
+    auto listed = test::run({"runc", "--root", (tmp.path() / "runc").string(), "list", "-q"});
+    EXPECT_EQ(listed.out, "");
+}
+
 }  // namespace

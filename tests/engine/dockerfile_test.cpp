@@ -697,6 +697,66 @@ TEST(DockerfileHeredoc, Errors) {
               "Dockerfile:2: COPY cannot accept a heredoc as a destination: COPY a.txt <<EOF");
 }
 
+TEST(DockerfileHeredoc, BodyIsRawText) {
+    // Comment-like, blank and escape-ending lines inside a body are content;
+    // the instruction's own line may continue before the body starts.
+    auto df = Dockerfile::parse(
+        "FROM a\n"
+        "RUN <<EOF \\\n"
+        "  && echo after\n"
+        "# not a comment\n"
+        "\n"
+        "line \\\n"
+        "EOF\n"
+        "ENV A=1\n");
+    const auto& ins = df.stages.at(0).instructions;
+    ASSERT_EQ(ins.size(), 2u);
+    EXPECT_EQ(ins[0].raw, "<<EOF   && echo after");
+    ASSERT_EQ(ins[0].heredocs.size(), 1u);
+    EXPECT_EQ(ins[0].heredocs[0].content, "# not a comment\n\nline \\\n");
+    EXPECT_EQ(ins[1].line, 8);
+    // With escape=` the backtick ends the line inside a body as written.
+    auto tick = Dockerfile::parse("# escape=`\nFROM a\nRUN <<EOF\ndir c:\\ `\nEOF\n");
+    EXPECT_EQ(only_instruction(tick).heredocs.at(0).content, "dir c:\\ `\n");
+}
+
+TEST(DockerfileOnbuild, TriggersOfABaseImage) {
+    auto triggers = parse_onbuild_triggers(
+        {"RUN make", "copy --chown=app . /src", "ENV A=1 B=\"x y\""}, "Dockerfile:3: FROM base", 3);
+    ASSERT_EQ(triggers.size(), 3u);
+    EXPECT_EQ(triggers[0].keyword, "RUN");
+    EXPECT_EQ(triggers[0].raw, "make");
+    EXPECT_EQ(triggers[1].keyword, "COPY");
+    EXPECT_EQ(triggers[1].flag("chown"), "app");
+    EXPECT_EQ(triggers[2].keyword, "ENV");
+    for (const auto& t : triggers)
+        EXPECT_EQ(t.line, 3);
+    auto error = [](std::vector<std::string> t) {
+        try {
+            parse_onbuild_triggers(t, "Dockerfile:3: FROM base", 3);
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    EXPECT_EQ(error({"ONBUILD RUN x"}),
+              "Dockerfile:3: FROM base: chaining ONBUILD via ONBUILD ONBUILD isn't allowed "
+              "(ONBUILD trigger): ONBUILD RUN x");
+    EXPECT_EQ(error({"RUN ok", "from x"}),
+              "Dockerfile:3: FROM base: FROM isn't allowed as an ONBUILD trigger: from x");
+    EXPECT_EQ(error({"MAINTAINER me"}),
+              "Dockerfile:3: FROM base: MAINTAINER isn't allowed as an ONBUILD trigger: "
+              "MAINTAINER me");
+    EXPECT_EQ(error({""}),
+              "Dockerfile:3: FROM base: an ONBUILD trigger must be a single instruction: ");
+    EXPECT_EQ(error({"RUN a\nRUN b"}),
+              "Dockerfile:3: FROM base: an ONBUILD trigger must be a single instruction: RUN a …");
+    EXPECT_EQ(error({"BOGUS x"}),
+              "Dockerfile:3: FROM base: the base image's ONBUILD trigger does not parse "
+              "(ONBUILD trigger:2: unknown instruction BOGUS: BOGUS x): BOGUS x");
+    EXPECT_NE(error({"RUN <<EOF"}).find("unterminated heredoc"), std::string::npos);
+}
+
 // ---------------------------------------------------------------------------
 // Parse errors, each with its line
 
@@ -1019,7 +1079,7 @@ TEST(KeyValues, ModernForm) {
                                "f", true),
               (Pairs{{"MY_NAME", "John Doe"}, {"MY_DOG", "Rex The Dog"}, {"MY_CAT", "fluffy"}}));
     EXPECT_EQ(parse_key_values("\"com.example.vendor\"=\"ACME Inc\" version=1.0", env, "f", true),
-              (Pairs{{"\"com.example.vendor\"", "ACME Inc"}, {"version", "1.0"}}));
+              (Pairs{{"com.example.vendor", "ACME Inc"}, {"version", "1.0"}}));
 }
 
 TEST(KeyValues, ValuesSeeTheVariablesBeforeTheInstruction) {
@@ -1029,9 +1089,11 @@ TEST(KeyValues, ValuesSeeTheVariablesBeforeTheInstruction) {
               (Pairs{{"abc", "bye"}, {"def", "hello"}}));
 }
 
-TEST(KeyValues, KeysAreNotExpanded) {
+TEST(KeyValues, KeysAreExpandedToo) {
+    // BuildKit's expandKvpsInPlace expands (and unquotes) keys as well.
     auto env = vars({{"K", "key"}});
-    EXPECT_EQ(parse_key_values("$K=$K", env, "f", false), (Pairs{{"$K", "key"}}));
+    EXPECT_EQ(parse_key_values("$K=$K", env, "f", false), (Pairs{{"key", "key"}}));
+    EXPECT_EQ(parse_key_values("'$K'=1", env, "f", false), (Pairs{{"$K", "1"}}));
 }
 
 TEST(KeyValues, LegacyForm) {

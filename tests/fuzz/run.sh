@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, -DCASCADE_FUZZ=ON) and fuzzes each for a
-# bounded time, both at once, on a copy of its seed corpus. Exits non-zero on
+# bounded time, all at once, on a copy of its seed corpus. Exits non-zero on
 # any crash, leak, sanitizer report, timeout or invariant violation, printing
 # the input that caused it; the input is also kept in BUILD/fuzz-artifacts/.
 # Usage: bash tests/fuzz/run.sh [BUILD_DIR (build-fuzz)] [SECONDS per target (60)]
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build-fuzz}
 seconds=${2:-60}
-targets=(manifest_fuzz reference_fuzz)
+targets=(manifest_fuzz reference_fuzz dockerfile_fuzz dockerignore_fuzz)
 
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCASCADE_FUZZ=ON -DCASCADE_WERROR=ON >/dev/null

@@ -139,7 +139,12 @@ class RemoteImport : public ::testing::Test {
 
     ImportSpec spec(const std::string& from, const std::string& repo = "base",
                     const std::string& tag = "latest") {
-        return {repo, tag, from, /*insecure=*/true, /*scheduled=*/false};
+        ImportSpec s;
+        s.repository = repo;
+        s.tag = tag;
+        s.from = from;
+        s.insecure = true;
+        return s;
     }
 };
 

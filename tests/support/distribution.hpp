@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -113,17 +114,15 @@ struct TinyImage {
     int64_t layer_size = 0;
 };
 
-// A one-layer image (gzip; /hello.txt holds `content`) written into the OCI
-// layout at `layout` (created when missing). Named `ref` in index.json unless
-// `ref` is empty (for an index's children).
-inline TinyImage write_tiny_image(const std::filesystem::path& layout_dir, const std::string& ref,
-                                  const std::string& content,
-                                  const std::string& architecture = "amd64") {
+// An image of one gzip layer holding `tree`, for `architecture`, written
+// into the OCI layout at `layout` (created when missing); named `ref` in
+// index.json unless `ref` is empty (for an index's children).
+inline TinyImage write_tree_image(const std::filesystem::path& layout_dir, const std::string& ref,
+                                  const std::filesystem::path& tree,
+                                  const std::vector<std::string>& env,
+                                  const std::string& architecture) {
     auto layout = oci::ImageLayout::open(layout_dir, true);
     fs::TempDir scratch;
-    auto tree = scratch.path() / "tree";
-    fs::make_dirs(tree);
-    fs::write_file_atomic(tree / "hello.txt", content);
     oci::LayerWriteOptions options;
     options.clamp_mtime = 1700000000;
     auto layer_file = scratch.path() / "layer.tar.gz";
@@ -133,7 +132,7 @@ inline TinyImage write_tiny_image(const std::filesystem::path& layout_dir, const
     oci::ImageConfig c;
     c.created = oci::rfc3339(1700000000);
     c.architecture = architecture;
-    c.config.env = {"PATH=/bin", "CONTENT=" + content};
+    c.config.env = env;
     c.diff_ids = {layer.diff_id};
     TinyImage img;
     img.config =
@@ -161,14 +160,27 @@ inline TinyImage write_tiny_image(const std::filesystem::path& layout_dir, const
     return img;
 }
 
-// An index of one tiny image per (architecture, content), named `ref`.
-inline oci::Blob write_tiny_index(const std::filesystem::path& layout_dir, const std::string& ref,
-                                  const std::vector<std::pair<std::string, std::string>>& images) {
+// A one-layer image (gzip; /hello.txt holds `content`) written into the OCI
+// layout at `layout` (created when missing). Named `ref` in index.json unless
+// `ref` is empty (for an index's children).
+inline TinyImage write_tiny_image(const std::filesystem::path& layout_dir, const std::string& ref,
+                                  const std::string& content,
+                                  const std::string& architecture = "amd64") {
+    fs::TempDir scratch;
+    auto tree = scratch.path() / "tree";
+    fs::make_dirs(tree);
+    fs::write_file_atomic(tree / "hello.txt", content);
+    return write_tree_image(layout_dir, ref, tree, {"PATH=/bin", "CONTENT=" + content},
+                            architecture);
+}
+
+// An index of the given children (architecture → manifest), named `ref`.
+inline oci::Blob write_index(const std::filesystem::path& layout_dir, const std::string& ref,
+                             const std::vector<std::pair<std::string, oci::Blob>>& children) {
     oci::Index index;
     index.media_type = std::string(oci::media::kImageIndex);
-    for (const auto& [arch, content] : images) {
-        auto img = write_tiny_image(layout_dir, "", content, arch);
-        auto d = img.manifest.descriptor();
+    for (const auto& [arch, manifest] : children) {
+        auto d = manifest.descriptor();
         d.platform = oci::Platform{arch, "linux", "", "", {}};
         index.manifests.push_back(d);
     }
@@ -178,6 +190,35 @@ inline oci::Blob write_tiny_index(const std::filesystem::path& layout_dir, const
     layout.put_blob(blob.bytes);
     layout.add_manifest(blob.descriptor(), ref);
     return blob;
+}
+
+// An index of one tiny image per (architecture, content), named `ref`.
+inline oci::Blob write_tiny_index(const std::filesystem::path& layout_dir, const std::string& ref,
+                                  const std::vector<std::pair<std::string, std::string>>& images) {
+    std::vector<std::pair<std::string, oci::Blob>> children;
+    for (const auto& [arch, content] : images)
+        children.emplace_back(arch, write_tiny_image(layout_dir, "", content, arch).manifest);
+    return write_index(layout_dir, ref, children);
+}
+
+// A one-layer image with the host's busybox as /bin/sh and `release` in
+// /etc/base-release, for `architecture`, written into the OCI layout (named
+// `ref` unless empty). Returns the manifest.
+inline oci::Blob write_busybox_image(const std::filesystem::path& layout_dir,
+                                     const std::string& ref, const std::string& release,
+                                     const std::string& architecture = "amd64") {
+    fs::TempDir scratch;
+    auto tree = scratch.path() / "tree";
+    fs::make_dirs(tree / "bin");
+    fs::make_dirs(tree / "etc");
+    std::filesystem::copy_file("/bin/busybox", tree / "bin" / "busybox");
+    ::chmod((tree / "bin" / "busybox").c_str(), 0755);
+    for (const char* tool : {"sh", "cat", "echo"})
+        std::filesystem::create_symlink("busybox", tree / "bin" / tool);
+    fs::write_file_atomic(tree / "etc" / "base-release", release + "\n");
+    return write_tree_image(layout_dir, ref, tree, {"PATH=/bin", "BASE_RELEASE=" + release},
+                            architecture)
+        .manifest;
 }
 
 inline std::string base64(std::string_view in) {
