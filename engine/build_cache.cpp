@@ -102,7 +102,7 @@ class SourceHasher {
                       std::to_string(major(st.st_rdev)) + "," + std::to_string(minor(st.st_rdev)));
         if (S_ISREG(st.st_mode)) {
             put_field(record, "size", std::to_string(st.st_size));
-            put_field(record, "sha256", content_digest(fd, where).str());
+            put_field(record, "sha256", oci::Digest::sha256_of_fd(fd, where).str());
         }
         hash_.update(record);
         if (!S_ISDIR(st.st_mode)) return;
@@ -127,21 +127,6 @@ class SourceHasher {
             }
             entry(child_rel, child_root_rel, cst, child.get(), target, child_where);
         }
-    }
-
-    static oci::Digest content_digest(int fd, const std::string& where) {
-        oci::Sha256 h;
-        std::string buf(1 << 20, '\0');
-        while (true) {
-            ssize_t n = ::read(fd, buf.data(), buf.size());
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                throw sys_error("read", where, errno);
-            }
-            if (n == 0) break;
-            h.update(buf.data(), static_cast<size_t>(n));
-        }
-        return h.digest();
     }
 
     const RootDir& root_;

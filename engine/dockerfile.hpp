@@ -127,4 +127,19 @@ std::vector<std::pair<std::string, std::optional<std::string>>> parse_args(std::
 std::string expand_heredoc(std::string_view content, const Lookup& lookup,
                            const std::string& where);
 
+// Go's unicode.IsSpace on ASCII: space, \t, \n, \r, \v, \f.
+inline bool is_ascii_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+// Go's strings.TrimSpace on ASCII white space (enough for Dockerfile words
+// and file names).
+inline std::string_view trim_space(std::string_view s) {
+    while (!s.empty() && is_ascii_space(s.front()))
+        s.remove_prefix(1);
+    while (!s.empty() && is_ascii_space(s.back()))
+        s.remove_suffix(1);
+    return s;
+}
+
 }  // namespace cascade::engine

@@ -12,6 +12,7 @@
 #include <cerrno>
 
 #include "engine/copy.hpp"
+#include "engine/dockerfile.hpp"
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
 
@@ -21,19 +22,6 @@ namespace {
 
 namespace stdfs = std::filesystem;
 using Token = IgnorePattern::Token;
-
-bool is_space(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-// strings.TrimSpace (ASCII white space; enough for file names).
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && is_space(s.front()))
-        s.remove_prefix(1);
-    while (!s.empty() && is_space(s.back()))
-        s.remove_suffix(1);
-    return s;
-}
 
 // Go's filepath.Clean.
 std::string go_clean(std::string_view path) {
@@ -320,10 +308,10 @@ std::vector<std::pair<int, std::string>> DockerIgnore::read_lines(std::string_vi
         if (number == 0 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);
         ++number;
         if (line.starts_with("#")) continue;
-        std::string_view pattern = trim(line);
+        std::string_view pattern = trim_space(line);
         if (pattern.empty()) continue;
         const bool invert = pattern.front() == '!';
-        if (invert) pattern = trim(pattern.substr(1));
+        if (invert) pattern = trim_space(pattern.substr(1));
         std::string cleaned;
         if (!pattern.empty()) {
             cleaned = go_clean(pattern);
@@ -350,7 +338,7 @@ DockerIgnore DockerIgnore::parse(std::string_view text, const std::string& file_
 
 DockerIgnore::DockerIgnore(const std::vector<std::string>& patterns, const std::string& file_name) {
     for (const auto& raw : patterns) {
-        std::string_view trimmed = trim(raw);
+        std::string_view trimmed = trim_space(raw);
         if (trimmed.empty()) continue;
         std::string p = go_clean(trimmed);
         IgnorePattern pattern;

@@ -12,18 +12,6 @@ namespace {
 
 constexpr int64_t kMillisecond = 1000 * 1000;
 
-bool is_space(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && is_space(s.front()))
-        s.remove_prefix(1);
-    while (!s.empty() && is_space(s.back()))
-        s.remove_suffix(1);
-    return s;
-}
-
 std::string upper(std::string_view s) {
     std::string out(s);
     for (auto& c : out)
@@ -295,12 +283,12 @@ std::string go_quote_rune(int64_t value) {
 
 oci::HealthConfig parse_healthcheck(const Instruction& ins, const std::string& where) {
     oci::HealthConfig health;
-    std::string_view raw = trim(ins.raw);
+    std::string_view raw = trim_space(ins.raw);
     size_t end = 0;
-    while (end < raw.size() && !is_space(raw[end]))
+    while (end < raw.size() && !is_ascii_space(raw[end]))
         end++;
     const std::string type = upper(raw.substr(0, end));
-    const std::string_view command = trim(raw.substr(end));
+    const std::string_view command = trim_space(raw.substr(end));
     if (type == "NONE") {
         if (!command.empty())
             throw Error(where + ": HEALTHCHECK NONE takes no arguments: " + std::string(raw));

@@ -15,27 +15,13 @@
 #include "engine/step.hpp"
 #include "oci/digest.hpp"
 #include "oci/error.hpp"
+#include "oci/strings.hpp"
 
 namespace cascade::engine {
 
 namespace {
 
 namespace stdfs = std::filesystem;
-
-std::vector<std::string> split_fields(const std::string& text) {
-    std::vector<std::string> out;
-    std::string cur;
-    for (char c : text) {
-        if (c == ',') {
-            out.push_back(std::move(cur));
-            cur.clear();
-        } else {
-            cur += c;
-        }
-    }
-    out.push_back(std::move(cur));
-    return out;
-}
 
 std::string lower(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(),
@@ -128,7 +114,7 @@ RunMount parse_run_mount(const std::string& value, const std::string& workdir,
     std::optional<bool> readonly;
     std::string target;
     std::vector<std::pair<std::string, std::optional<std::string>>> fields;
-    for (const auto& field : split_fields(value)) {
+    for (const auto& field : split(value, ',')) {
         if (field.empty()) continue;
         auto eq = field.find('=');
         auto key = lower(field.substr(0, eq));
@@ -240,7 +226,7 @@ RunMount parse_run_mount(const std::string& value, const std::string& workdir,
 }
 
 std::optional<std::string> run_mount_from(const std::string& value) {
-    for (const auto& field : split_fields(value)) {
+    for (const auto& field : split(value, ',')) {
         auto eq = field.find('=');
         if (eq != std::string::npos && lower(field.substr(0, eq)) == "from")
             return field.substr(eq + 1);

@@ -114,13 +114,17 @@ Digest Digest::sha256_of(std::string_view bytes) {
 
 Digest Digest::sha256_of_file(const std::string& path) {
     fs::Fd fd = fs::open_or_throw(path, O_RDONLY);
+    return sha256_of_fd(fd.get(), path);
+}
+
+Digest Digest::sha256_of_fd(int fd, const std::string& where) {
     Sha256 h;
-    std::string buf(1 << 16, '\0');
+    thread_local std::string buf(1 << 16, '\0');
     while (true) {
-        ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        ssize_t n = ::read(fd, buf.data(), buf.size());
         if (n < 0) {
             if (errno == EINTR) continue;
-            throw sys_error("read", path, errno);
+            throw sys_error("read", where, errno);
         }
         if (n == 0) break;
         h.update(buf.data(), static_cast<size_t>(n));

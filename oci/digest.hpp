@@ -22,6 +22,9 @@ class Digest {
     static Digest sha256_of(std::string_view bytes);
     // sha256 of a file's bytes, streamed.
     static Digest sha256_of_file(const std::string& path);
+    // The sha256 of what is left to read from `fd` (read to its end); errors
+    // name `where`.
+    static Digest sha256_of_fd(int fd, const std::string& where);
 
     const std::string& algorithm() const { return algorithm_; }
     const std::string& encoded() const { return encoded_; }  // hex part

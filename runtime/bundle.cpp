@@ -15,6 +15,7 @@
 
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
+#include "oci/strings.hpp"
 #include "runtime/seccomp.hpp"
 
 namespace cascade::runtime {
@@ -77,21 +78,6 @@ std::optional<uint32_t> parse_id(std::string_view s) {
     auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec != std::errc() || ptr != s.data() + s.size() || v > 0x7fffffffu) return std::nullopt;
     return v;
-}
-
-std::vector<std::string> split(const std::string& line, char sep) {
-    std::vector<std::string> out;
-    std::string cur;
-    for (char c : line) {
-        if (c == sep) {
-            out.push_back(std::move(cur));
-            cur.clear();
-        } else {
-            cur += c;
-        }
-    }
-    out.push_back(std::move(cur));
-    return out;
 }
 
 // Reads `relative` (e.g. "etc/passwd") inside `rootfs`: every component,

@@ -6,6 +6,7 @@
 
 #include <future>
 
+#include "daemon_fixture.hpp"
 #include "oci/fs.hpp"
 #include "support.hpp"
 
@@ -15,22 +16,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class BuildRecords : public ::testing::Test {
+class BuildRecords : public test::DaemonTest {
   protected:
-    fs::TempDir tmp{{}, "cascade-records-"};
-    std::filesystem::path state = tmp.path() / "state";
-    std::filesystem::path context = tmp.path() / "context";
-    std::unique_ptr<test::Daemon> daemon;
-
-    void SetUp() override {
-        std::filesystem::create_directories(context);
-        std::filesystem::copy_file("/bin/busybox", context / "busybox");
-        daemon = std::make_unique<test::Daemon>(state);
-    }
+    BuildRecords() : DaemonTest("cascade-records-") {}
     void TearDown() override {
         daemon.reset();
         EXPECT_TRUE(test::mounts_under(tmp.path()).empty());
-        test::cleanup_state_root(state);
+        DaemonTest::TearDown();
     }
 
     void apply(const std::string& name, const std::string& run) {

@@ -6,6 +6,7 @@
 
 #include <fstream>
 
+#include "daemon_fixture.hpp"
 #include "oci/fs.hpp"
 #include "support.hpp"
 
@@ -15,22 +16,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class Cli : public ::testing::Test {
+class Cli : public test::DaemonTest {
   protected:
-    fs::TempDir tmp{{}, "cascade-cli-"};
-    std::filesystem::path state = tmp.path() / "state";
-    std::filesystem::path context = tmp.path() / "context";
-    std::unique_ptr<test::Daemon> daemon;
-
-    void SetUp() override {
-        std::filesystem::create_directories(context);
-        std::filesystem::copy_file("/bin/busybox", context / "busybox");
-        daemon = std::make_unique<test::Daemon>(state);
-    }
-    void TearDown() override {
-        daemon.reset();
-        test::cleanup_state_root(state);
-    }
+    Cli() : DaemonTest("cascade-cli-") {}
     void write(const std::string& name, const std::string& text) {
         fs::write_file_atomic(context / name, text);
     }

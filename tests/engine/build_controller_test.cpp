@@ -6,41 +6,50 @@
 
 #include <map>
 
-#include "engine/builder.hpp"
-#include "oci/fs.hpp"
-#include "registry/blob_store.hpp"
-#include "registry/database.hpp"
-#include "registry/store.hpp"
-#include "runtime/rootfs.hpp"
-#include "runtime/runc.hpp"
-#include "support.hpp"
+#include "tests/engine/builder_fixture.hpp"
 
 using namespace cascade;
 using namespace std::chrono_literals;
 
 namespace {
 
-class BuildControllerTest : public ::testing::Test {
+class BuildControllerTest : public ::testing::Test, protected builder_testing::BuilderState {
   protected:
-    fs::TempDir tmp{{}, "cascade-bc-"};
-    registry::Database db{tmp.path() / "state.db"};
-    registry::BlobStore blobs{tmp.path() / "blobs"};
-    registry::Store store{blobs, db};
-    runtime::LayerCache layers{tmp.path() / "layers", blobs};
-    runtime::Runc runc{tmp.path() / "runc"};
-    engine::Builder builder{store, layers, runc, tmp.path() / "work"};
     std::unique_ptr<engine::BuildController> controller;
     int sub = 0;
 
-    void SetUp() override {
+    BuildControllerTest() : BuilderState("cascade-bc-") {}
+
+    void SetUp() override { start_controller(); }
+    void TearDown() override {
+        stop_controller();
+        test::cleanup_state_root(tmp.path());
+    }
+
+    // A controller on the state root's records, told of every tag move.
+    void start_controller() {
         controller =
             std::make_unique<engine::BuildController>(store, db, builder, tmp.path() / "logs");
         sub = store.subscribe([this](const registry::TagEvent& e) { controller->on_tag_moved(e); });
     }
-    void TearDown() override {
+    void stop_controller() {
         store.unsubscribe(sub);
         controller.reset();
-        test::cleanup_state_root(tmp.path());
+    }
+
+    // Applies the config "slow" (a RUN of sleep 600) and waits until its
+    // build runs that step.
+    void start_slow_build() {
+        std::filesystem::copy_file("/bin/busybox", tmp.path() / "busybox");
+        controller->apply(config("slow",
+                                 "FROM scratch\nCOPY busybox /bin/busybox\n"
+                                 "RUN [\"/bin/busybox\", \"sleep\", \"600\"]\n"));
+        ASSERT_TRUE(test::eventually(
+            [&] {
+                auto b = controller->build("slow-1");
+                return b && b->phase == "Running" && b->steps.size() == 2;
+            },
+            60s));
     }
 
     engine::BuildConfigSpec config(const std::string& name, const std::string& dockerfile) {
@@ -171,16 +180,7 @@ TEST_F(BuildControllerTest, HistoryLimitsPruneOldRecordsAndLogs) {
 }
 
 TEST_F(BuildControllerTest, CancelQueuedAndRunningBuilds) {
-    std::filesystem::copy_file("/bin/busybox", tmp.path() / "busybox");
-    controller->apply(config("slow",
-                             "FROM scratch\nCOPY busybox /bin/busybox\n"
-                             "RUN [\"/bin/busybox\", \"sleep\", \"600\"]\n"));
-    ASSERT_TRUE(test::eventually(
-        [&] {
-            auto b = controller->build("slow-1");
-            return b && b->phase == "Running" && b->steps.size() == 2;
-        },
-        60s));
+    ASSERT_NO_FATAL_FAILURE(start_slow_build());
     // Queued behind the running build: cancelled, it never runs.
     auto quick = config("quick", "FROM scratch\nLABEL q=1\n");
     quick.config_change_trigger = false;
@@ -200,20 +200,16 @@ TEST_F(BuildControllerTest, CancelQueuedAndRunningBuilds) {
     EXPECT_FALSE(store.resolve("slow", "latest"));
     EXPECT_FALSE(controller->cancel("slow-1"));  // already over
     EXPECT_THROW(controller->cancel("slow-9"), Error);
-    EXPECT_TRUE(test::mounts_under(tmp.path()).empty());
-    auto listed = test::run({"runc", "--root", (tmp.path() / "runc").string(), "list", "-q"});
-    EXPECT_EQ(listed.out, "");
+    expect_nothing_running();
 }
 
 TEST_F(BuildControllerTest, RestartMarksARunningBuildFailed) {
     controller->apply(config("a", "FROM scratch\nLABEL release=1\n"));
     ASSERT_TRUE(controller->wait_idle(120s));
-    store.unsubscribe(sub);
-    controller.reset();
+    stop_controller();
     // As if the daemon died during the build.
     db.query("UPDATE builds SET phase = 'Running', finished = 0 WHERE name = 'a-1'");
-    controller = std::make_unique<engine::BuildController>(store, db, builder, tmp.path() / "logs");
-    sub = store.subscribe([this](const registry::TagEvent& e) { controller->on_tag_moved(e); });
+    start_controller();
     auto a1 = controller->build("a-1");
     ASSERT_TRUE(a1);
     EXPECT_EQ(a1->phase, "Failed");
@@ -222,27 +218,14 @@ TEST_F(BuildControllerTest, RestartMarksARunningBuildFailed) {
 }
 
 TEST_F(BuildControllerTest, StoppingTheControllerStopsARunningBuild) {
-    std::filesystem::copy_file("/bin/busybox", tmp.path() / "busybox");
-    controller->apply(config("slow",
-                             "FROM scratch\nCOPY busybox /bin/busybox\n"
-                             "RUN [\"/bin/busybox\", \"sleep\", \"600\"]\n"));
-    ASSERT_TRUE(test::eventually(
-        [&] {
-            auto b = controller->build("slow-1");
-            return b && b->phase == "Running" && b->steps.size() == 2;
-        },
-        60s));
-    store.unsubscribe(sub);
-    controller.reset();  // as the daemon does on SIGTERM: does not wait 600 s
-    controller = std::make_unique<engine::BuildController>(store, db, builder, tmp.path() / "logs");
-    sub = store.subscribe([this](const registry::TagEvent& e) { controller->on_tag_moved(e); });
+    ASSERT_NO_FATAL_FAILURE(start_slow_build());
+    stop_controller();  // as the daemon does on SIGTERM: does not wait 600 s
+    start_controller();
     auto b = controller->build("slow-1");
     ASSERT_TRUE(b);
     EXPECT_EQ(b->phase, "Failed");
     EXPECT_EQ(b->message, "daemon stopped during the build");
-    EXPECT_TRUE(test::mounts_under(tmp.path()).empty());
-    auto listed = test::run({"runc", "--root", (tmp.path() / "runc").string(), "list", "-q"});
-    EXPECT_EQ(listed.out, "");
+    expect_nothing_running();
 }
 
 }  // namespace

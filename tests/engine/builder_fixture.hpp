@@ -12,8 +12,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/builder.hpp"
@@ -44,23 +46,41 @@ inline void write_text(const stdfs::path& path, const std::string& text, mode_t 
 
 // One entry of `tar -tv --numeric-owner`.
 struct TarEntry {
-    std::string mode;   // "-rwxr-xr-x"
+    std::string mode;   // "-rwxr-xr-x", "hrw-r--r--" for a hard link
     std::string owner;  // "0/0"
-    std::string link;   // symlink target
+    std::string link;   // symlink target or hard link target
 };
 
 using test::mounts_under;
 
-class BuilderTest : public ::testing::Test {
-  protected:
-    fs::TempDir tmp{{}, "cascade-builder-"};
+// A temporary state root with the real components on it: store, layer cache,
+// runc (own --root) and builder.
+struct BuilderState {
+    fs::TempDir tmp;
     registry::Database db{tmp.path() / "state.db"};
     registry::BlobStore blobs{tmp.path() / "blobs"};
     registry::Store store{blobs, db};
     runtime::LayerCache layers{tmp.path() / "layers", blobs};
     runtime::Runc runc{tmp.path() / "runc"};
     engine::Builder builder{store, layers, runc, tmp.path() / "work"};
+
+    explicit BuilderState(std::string_view prefix = "cascade-builder-") : tmp({}, prefix) {}
+
+    // No mount under the state root, no runc container left.
+    void expect_nothing_running() const {
+        EXPECT_TRUE(mounts_under(tmp.path()).empty());
+        auto listed = test::run({"runc", "--root", (tmp.path() / "runc").string(), "list", "-q"});
+        EXPECT_EQ(listed.out, "");
+    }
+};
+
+class BuilderTest : public ::testing::Test, protected BuilderState {
+  protected:
+    explicit BuilderTest(std::string_view prefix = "cascade-builder-") : BuilderState(prefix) {}
+
     stdfs::path context = tmp.path() / "context";
+    // Build output; log_mu guards it, as parallel stages log from their threads.
+    mutable std::mutex log_mu;
     std::vector<std::string> log;
 
     void SetUp() override {
@@ -71,9 +91,7 @@ class BuilderTest : public ::testing::Test {
 
     void TearDown() override {
         // Every build cleans up after itself, failed ones included.
-        EXPECT_TRUE(mounts_under(tmp.path()).empty());
-        auto listed = test::run({"runc", "--root", (tmp.path() / "runc").string(), "list", "-q"});
-        EXPECT_EQ(listed.out, "");
+        expect_nothing_running();
         std::error_code ec;
         EXPECT_TRUE(!stdfs::exists(tmp.path() / "work") ||
                     stdfs::is_empty(tmp.path() / "work", ec));
@@ -85,7 +103,10 @@ class BuilderTest : public ::testing::Test {
         r.context = context;
         r.dockerfile_text = dockerfile;
         r.output_repository = repo;
-        r.log = [this](const std::string& line) { log.push_back(line); };
+        r.log = [this](const std::string& line) {
+            std::lock_guard lock(log_mu);
+            log.push_back(line);
+        };
         return r;
     }
 
@@ -116,8 +137,9 @@ class BuilderTest : public ::testing::Test {
         return oci::parse_config(blobs.read(m.config.digest));
     }
 
+    // The layer's entries by name (tar finds the compression, gzip or zstd).
     std::map<std::string, TarEntry> entries(const oci::Descriptor& layer) {
-        auto listed = test::run({"tar", "--numeric-owner", "-tvzf", blobs.path(layer.digest)});
+        auto listed = test::run({"tar", "--numeric-owner", "-tvf", blobs.path(layer.digest)});
         EXPECT_EQ(listed.exit_code, 0) << listed.err;
         std::map<std::string, TarEntry> out;
         std::istringstream lines(listed.out);
@@ -128,9 +150,11 @@ class BuilderTest : public ::testing::Test {
             std::string size, date, time, name;
             f >> e.mode >> e.owner >> size >> date >> time;
             std::getline(f >> std::ws, name);
-            if (auto arrow = name.find(" -> "); arrow != std::string::npos) {
-                e.link = name.substr(arrow + 4);
-                name = name.substr(0, arrow);
+            for (std::string arrow : {" -> ", " link to "}) {
+                if (auto at = name.find(arrow); at != std::string::npos) {
+                    e.link = name.substr(at + arrow.size());
+                    name = name.substr(0, at);
+                }
             }
             if (name.rfind("./", 0) == 0) name = name.substr(2);
             while (name.size() > 1 && name.back() == '/')
@@ -141,7 +165,7 @@ class BuilderTest : public ::testing::Test {
     }
 
     std::string file_in(const oci::Descriptor& layer, const std::string& path) {
-        auto r = test::run({"tar", "-xzOf", blobs.path(layer.digest), path});
+        auto r = test::run({"tar", "-xOf", blobs.path(layer.digest), path});
         EXPECT_EQ(r.exit_code, 0) << r.err;
         return r.out;
     }
@@ -154,6 +178,7 @@ class BuilderTest : public ::testing::Test {
     }
 
     bool logged(const std::string& needle) const {
+        std::lock_guard lock(log_mu);
         for (const auto& l : log)
             if (l.find(needle) != std::string::npos) return true;
         return false;

@@ -1,76 +1,37 @@
 // Progress, cancellation and parallel stages of the build executor, against
 // the real store, overlayfs and runc.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <future>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "engine/builder.hpp"
-#include "oci/error.hpp"
-#include "oci/fs.hpp"
-#include "registry/blob_store.hpp"
-#include "registry/database.hpp"
-#include "registry/store.hpp"
-#include "runtime/rootfs.hpp"
-#include "runtime/runc.hpp"
-#include "support.hpp"
+#include "tests/engine/builder_fixture.hpp"
 
 using namespace cascade;
 using namespace std::chrono_literals;
 
 namespace {
 
-namespace stdfs = std::filesystem;
-
-class BuilderProgressTest : public ::testing::Test {
+// The builder fixture, recording the step reports too (under log_mu).
+class BuilderProgressTest : public builder_testing::BuilderTest {
   protected:
-    fs::TempDir tmp{{}, "cascade-progress-"};
-    registry::Database db{tmp.path() / "state.db"};
-    registry::BlobStore blobs{tmp.path() / "blobs"};
-    registry::Store store{blobs, db};
-    runtime::LayerCache layers{tmp.path() / "layers", blobs};
-    runtime::Runc runc{tmp.path() / "runc"};
-    engine::Builder builder{store, layers, runc, tmp.path() / "work"};
-    stdfs::path context = tmp.path() / "context";
-    std::mutex mu;
-    std::vector<std::string> log;
     std::vector<engine::StepReport> steps;
 
-    void SetUp() override {
-        stdfs::create_directories(context);
-        stdfs::copy_file("/bin/busybox", context / "busybox");
-        ::chmod((context / "busybox").c_str(), 0755);
-    }
+    BuilderProgressTest() : BuilderTest("cascade-progress-") {}
 
     void TearDown() override {
         ::unsetenv("CASCADE_BUILD_JOBS");
         // Cancelled and failed builds leave nothing behind.
-        EXPECT_TRUE(test::mounts_under(tmp.path()).empty());
-        auto listed = test::run({"runc", "--root", (tmp.path() / "runc").string(), "list", "-q"});
-        EXPECT_EQ(listed.out, "");
-        std::error_code ec;
-        EXPECT_TRUE(!stdfs::exists(tmp.path() / "work") ||
-                    stdfs::is_empty(tmp.path() / "work", ec));
-        test::cleanup_state_root(tmp.path());
+        BuilderTest::TearDown();
     }
 
     engine::BuildRequest request(const std::string& dockerfile, const std::string& repo = "app") {
-        engine::BuildRequest r;
-        r.context = context;
-        r.dockerfile_text = dockerfile;
-        r.output_repository = repo;
-        r.log = [this](const std::string& line) {
-            std::lock_guard lock(mu);
-            log.push_back(line);
-        };
+        auto r = BuilderTest::request(dockerfile, repo);
         r.on_step = [this](const engine::StepReport& s) {
-            std::lock_guard lock(mu);
+            std::lock_guard lock(log_mu);
             steps.push_back(s);
         };
         return r;
@@ -82,20 +43,25 @@ class BuilderProgressTest : public ::testing::Test {
                     "COPY busybox /bin/busybox\n"
                     "RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
                     "base"));
-        std::lock_guard lock(mu);
+        std::lock_guard lock(log_mu);
         log.clear();
         steps.clear();
     }
 
+    // Runs the build on another thread; the future answers its error.
+    std::future<std::string> start(const engine::BuildRequest& r) {
+        return std::async(std::launch::async, [this, &r] { return error_of(r); });
+    }
+
     size_t log_index(const std::string& needle) {
-        std::lock_guard lock(mu);
+        std::lock_guard lock(log_mu);
         for (size_t i = 0; i < log.size(); i++)
             if (log[i].find(needle) != std::string::npos) return i;
         return std::string::npos;
     }
 
     std::string all_log() {
-        std::lock_guard lock(mu);
+        std::lock_guard lock(log_mu);
         std::string out;
         for (const auto& l : log)
             out += l + "\n";
@@ -193,14 +159,7 @@ TEST_F(BuilderProgressTest, CancelStopsARunningStep) {
     auto r = request("FROM base\nRUN echo con\"\"tainer-up && sleep 600\n");
     r.cancel = std::make_shared<engine::CancelToken>();
     auto token = r.cancel;
-    auto done = std::async(std::launch::async, [&] {
-        try {
-            builder.build(r);
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("(no error)");
-    });
+    auto done = start(r);
     // Cancel once the container runs (its output arrived).
     ASSERT_TRUE(
         test::eventually([&] { return log_index("container-up") != std::string::npos; }, 60s))
@@ -219,19 +178,12 @@ TEST_F(BuilderProgressTest, CancelBeforeTheContainerStartsStillStopsIt) {
     // Cancel the moment the step is announced: the container is not created yet.
     r.log = [this, token](const std::string& line) {
         {
-            std::lock_guard lock(mu);
+            std::lock_guard lock(log_mu);
             log.push_back(line);
         }
         if (line.find("STEP 2/2: RUN sleep 600") != std::string::npos) token->cancel();
     };
-    auto done = std::async(std::launch::async, [&] {
-        try {
-            builder.build(r);
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("(no error)");
-    });
+    auto done = start(r);
     ASSERT_EQ(done.wait_for(120s), std::future_status::ready) << all_log();
     EXPECT_EQ(done.get(), "build cancelled");
 }
@@ -246,14 +198,7 @@ TEST_F(BuilderProgressTest, AFailingStageStopsTheOthers) {
         "FROM base\n"
         "COPY --from=slow /bin/busybox /a\n"
         "COPY --from=broken /bin/busybox /b\n");
-    auto done = std::async(std::launch::async, [&] {
-        try {
-            builder.build(r);
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("(no error)");
-    });
+    auto done = start(r);
     ASSERT_EQ(done.wait_for(120s), std::future_status::ready) << "the slow stage was not stopped\n"
                                                               << all_log();
     auto message = done.get();

@@ -6,122 +6,39 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "add_test_support.hpp"
-#include "engine/builder.hpp"
-#include "oci/error.hpp"
-#include "oci/fs.hpp"
-#include "oci/image.hpp"
-#include "registry/blob_store.hpp"
-#include "registry/database.hpp"
-#include "registry/store.hpp"
-#include "runtime/rootfs.hpp"
-#include "runtime/runc.hpp"
-#include "support.hpp"
+#include "tests/engine/builder_fixture.hpp"
 
 using namespace cascade;
 
 namespace {
 
 namespace stdfs = std::filesystem;
+using builder_testing::write_text;
 
-void write_text(const stdfs::path& path, const std::string& text, mode_t mode = 0644) {
-    stdfs::create_directories(path.parent_path());
-    {
-        std::ofstream out(path, std::ios::binary | std::ios::trunc);
-        out << text;
-    }
-    ::chmod(path.c_str(), mode);
-}
-
-struct Entry {
-    std::string mode;   // "-rw-------", "hrw-r--r--" for a hard link
-    std::string owner;  // "0/0"
-    std::string link;   // symlink target or hard link target
-};
-
-class CopyEscapeTest : public ::testing::Test {
+// Builds without the cache; build() answers the image's manifest.
+class CopyEscapeTest : public builder_testing::BuilderTest {
   protected:
-    fs::TempDir tmp{{}, "cascade-copy-"};
-    registry::Database db{tmp.path() / "state.db"};
-    registry::BlobStore blobs{tmp.path() / "blobs"};
-    registry::Store store{blobs, db};
-    runtime::LayerCache layers{tmp.path() / "layers", blobs};
-    runtime::Runc runc{tmp.path() / "runc"};
-    engine::Builder builder{store, layers, runc, tmp.path() / "work"};
-    stdfs::path context = tmp.path() / "context";
     const std::string unique = tmp.path().filename().string();
 
-    void SetUp() override { stdfs::create_directories(context); }
+    CopyEscapeTest() : BuilderTest("cascade-copy-") {}
 
-    void TearDown() override {
-        EXPECT_TRUE(test::mounts_under(tmp.path()).empty());
-        std::error_code ec;
-        EXPECT_TRUE(!stdfs::exists(tmp.path() / "work") ||
-                    stdfs::is_empty(tmp.path() / "work", ec));
-        test::cleanup_state_root(tmp.path());
-    }
-
-    engine::BuildRequest request(const std::string& dockerfile, const std::string& repo) {
-        engine::BuildRequest r;
-        r.context = context;
-        r.dockerfile_text = dockerfile;
-        r.output_repository = repo;
+    engine::BuildRequest uncached(const std::string& dockerfile, const std::string& repo) {
+        auto r = request(dockerfile, repo);
         r.no_cache = true;
         return r;
     }
 
     oci::Manifest build(const std::string& dockerfile, const std::string& repo = "app") {
-        auto result = builder.build(request(dockerfile, repo));
-        auto record = store.resolve(repo, result.manifest_digest.str());
-        if (!record) throw std::runtime_error("no manifest in " + repo);
-        return oci::parse_manifest(store.manifest_bytes(*record));
+        auto result = builder.build(uncached(dockerfile, repo));
+        return manifest_of(repo, result.manifest_digest);
     }
 
     std::string error_of(const std::string& dockerfile) {
-        try {
-            builder.build(request(dockerfile, "failing"));
-        } catch (const Error& e) {
-            return e.what();
-        }
-        return "(no error)";
-    }
-
-    std::map<std::string, Entry> entries(const oci::Descriptor& layer) {
-        auto listed = test::run({"tar", "--numeric-owner", "-tvf", blobs.path(layer.digest)});
-        EXPECT_EQ(listed.exit_code, 0) << listed.err;
-        std::map<std::string, Entry> out;
-        std::istringstream lines(listed.out);
-        std::string line;
-        while (std::getline(lines, line)) {
-            std::istringstream f(line);
-            Entry e;
-            std::string size, date, time, name;
-            f >> e.mode >> e.owner >> size >> date >> time;
-            std::getline(f >> std::ws, name);
-            for (std::string arrow : {" -> ", " link to "}) {
-                if (auto at = name.find(arrow); at != std::string::npos) {
-                    e.link = name.substr(at + arrow.size());
-                    name = name.substr(0, at);
-                }
-            }
-            if (name.rfind("./", 0) == 0) name = name.substr(2);
-            while (name.size() > 1 && name.back() == '/')
-                name.pop_back();
-            out[name] = e;
-        }
-        return out;
-    }
-
-    std::string file_in(const oci::Descriptor& layer, const std::string& path) {
-        auto r = test::run({"tar", "-xOf", blobs.path(layer.digest), path});
-        EXPECT_EQ(r.exit_code, 0) << r.err;
-        return r.out;
+        return BuilderTest::error_of(uncached(dockerfile, "failing"));
     }
 };
 

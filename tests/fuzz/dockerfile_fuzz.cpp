@@ -16,6 +16,7 @@
 
 #include "engine/dockerfile.hpp"
 #include "engine/healthcheck.hpp"
+#include "fuzz_check.hpp"
 #include "oci/error.hpp"
 
 namespace {
@@ -23,15 +24,8 @@ namespace {
 using namespace cascade;
 using namespace cascade::engine;
 
-[[noreturn]] void violated(const char* what, std::string_view detail = {}) {
-    std::fprintf(stderr, "invariant violated: %s\n%.*s\n", what, static_cast<int>(detail.size()),
-                 detail.data());
-    std::abort();
-}
-
-void check(bool ok, const char* what, std::string_view detail = {}) {
-    if (!ok) violated(what, detail);
-}
+using fuzz::check;
+using fuzz::violated;
 
 // Variables with values that themselves look like syntax.
 const Lookup kVars = [](const std::string& name) -> std::optional<std::string> {

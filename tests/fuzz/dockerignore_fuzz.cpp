@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/dockerignore.hpp"
+#include "fuzz_check.hpp"
 #include "oci/error.hpp"
 
 namespace {
@@ -22,15 +23,8 @@ namespace {
 using namespace cascade;
 using namespace cascade::engine;
 
-[[noreturn]] void violated(const char* what, std::string_view detail = {}) {
-    std::fprintf(stderr, "invariant violated: %s\n%.*s\n", what, static_cast<int>(detail.size()),
-                 detail.data());
-    std::abort();
-}
-
-void check(bool ok, const char* what, std::string_view detail = {}) {
-    if (!ok) violated(what, detail);
-}
+using fuzz::check;
+using fuzz::violated;
 
 // The path cleaned the way a walk produces it: no empty, "." or ".." parts.
 std::string clean(std::string_view path) {

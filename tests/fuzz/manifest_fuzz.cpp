@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_check.hpp"
 #include "oci/error.hpp"
 #include "oci/image.hpp"
 #include "oci/media_types.hpp"
@@ -20,15 +21,8 @@ namespace {
 using namespace cascade;
 using namespace cascade::oci;
 
-[[noreturn]] void violated(const char* what, std::string_view detail = {}) {
-    std::fprintf(stderr, "invariant violated: %s\n%.*s\n", what, static_cast<int>(detail.size()),
-                 detail.data());
-    std::abort();
-}
-
-void check(bool ok, const char* what, std::string_view detail = {}) {
-    if (!ok) violated(what, detail);
-}
+using fuzz::check;
+using fuzz::violated;
 
 bool same(const Manifest& a, const Manifest& b) {
     return a.schema_version == b.schema_version && a.media_type == b.media_type &&

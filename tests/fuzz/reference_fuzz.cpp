@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_check.hpp"
 #include "oci/digest.hpp"
 #include "oci/error.hpp"
 #include "oci/reference.hpp"
@@ -20,15 +21,8 @@ namespace {
 using namespace cascade;
 using namespace cascade::oci;
 
-[[noreturn]] void violated(const char* what, std::string_view detail = {}) {
-    std::fprintf(stderr, "invariant violated: %s\n%.*s\n", what, static_cast<int>(detail.size()),
-                 detail.data());
-    std::abort();
-}
-
-void check(bool ok, const char* what, std::string_view detail = {}) {
-    if (!ok) violated(what, detail);
-}
+using fuzz::check;
+using fuzz::violated;
 
 bool same(const Reference& a, const Reference& b) {
     return a.domain == b.domain && a.path == b.path && a.tag == b.tag && a.digest == b.digest;
