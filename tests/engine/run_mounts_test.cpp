@@ -192,8 +192,7 @@ TEST_F(RunMountsTest, TmpfsMountIsEmptyWritableAndNotInTheLayer) {
         "echo done > /done\n");
     auto layers = new_layers(result);
     ASSERT_EQ(layers.size(), 1u);
-    EXPECT_EQ(names(entries(layers[0])),
-              (std::vector<std::string>{"done", "scratch"}));
+    EXPECT_EQ(names(entries(layers[0])), (std::vector<std::string>{"done", "scratch"}));
 }
 
 TEST_F(RunMountsTest, HeredocWithShebangRunsAsAScript) {
