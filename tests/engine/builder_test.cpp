@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/image_source.hpp"
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
 #include "oci/image.hpp"
@@ -474,6 +475,19 @@ TEST_F(BuilderTest, MissingFromImageIsAClearError) {
               0u)
         << message;
     EXPECT_NE(message.find("registries.mirrors"), std::string::npos) << message;
+}
+
+TEST_F(BuilderTest, FromPlatformMustBeTheHosts) {
+    const auto host = "linux/" + engine::host_arch();
+    auto message = error_of(request("FROM --platform=linux/s390x scratch\nLABEL a=b\n"));
+    EXPECT_EQ(message,
+              "Dockerfile:1: FROM --platform=linux/s390x: cascade builds for the build host's "
+              "platform (" +
+                  host + ") only")
+        << message;
+    // The host's platform, spelled out or through the predefined args, builds.
+    EXPECT_NO_THROW(builder.build(request("FROM --platform=" + host + " scratch\nLABEL a=b\n")));
+    EXPECT_NO_THROW(builder.build(request("FROM --platform=$BUILDPLATFORM scratch\nLABEL a=b\n")));
 }
 
 TEST_F(BuilderTest, FromOverrideReplacesTheFinalBase) {
