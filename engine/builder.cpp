@@ -449,6 +449,19 @@ class BuildSession {
         };
     }
 
+    // An image FROM, COPY --from or RUN --mount=from names: the store's, or
+    // pulled from another registry (progress in the build log).
+    ResolvedImage pull(const std::string& text, const std::string& at, const std::string& what) {
+        return pull_image(store_, options_, text, at, what,
+                          [this](const std::string& line) { log(line); });
+    }
+
+    // The image's WORKDIR, "/" when it has none.
+    static std::string workdir_of(const StageState& st) {
+        const auto& dir = st.image.config.config.working_dir;
+        return dir.empty() ? std::string("/") : dir;
+    }
+
     void check_cancelled() const {
         if (stopper_ && stopper_->stopped()) throw Error("build cancelled");
     }
@@ -603,11 +616,9 @@ class BuildSession {
             st.building = true;
             st.builder = self;
         }
-        bool ok = false;
         try {
             StagePrefixScope scope(prefixes_.empty() ? nullptr : &prefixes_[i]);
             build_stage(i);
-            ok = true;
         } catch (...) {
             std::lock_guard lock(stages_mu_);
             st.building = false;
@@ -617,7 +628,7 @@ class BuildSession {
         }
         std::lock_guard lock(stages_mu_);
         st.building = false;
-        st.built = ok;
+        st.built = true;
         stages_cv_.notify_all();
     }
 
@@ -682,8 +693,7 @@ class BuildSession {
             st.base_digest = parent.base_digest;
         } else {
             auto what = "FROM " + base;
-            auto resolved = pull_image(store_, options_, base, at, what,
-                                       [this](const std::string& line) { log(line); });
+            auto resolved = pull(base, at, what);
             st.image = std::move(resolved.image);
             st.base_name = resolved.name;
             st.base_digest = resolved.digest;
@@ -844,7 +854,7 @@ class BuildSession {
         } else if (kw == "WORKDIR") {
             auto path = expand_word(ins.raw, lookup, at, df_.escape);
             if (path.empty()) throw Error(at + ": WORKDIR needs a path");
-            auto base = config.working_dir.empty() ? std::string("/") : config.working_dir;
+            auto base = workdir_of(st);
             auto dir = clean_absolute(path[0] == '/' ? path : base + "/" + path);
             config.working_dir = dir;
             fs_step(st, "WORKDIR " + dir, [&](StepMount& mount, const stdfs::path&) {
@@ -993,8 +1003,7 @@ class BuildSession {
         runtime::BundleOptions options;
         options.args = args;
         options.env = run_env(st);
-        options.cwd =
-            st.image.config.config.working_dir.empty() ? "/" : st.image.config.config.working_dir;
+        options.cwd = workdir_of(st);
         options.user = st.image.config.config.user;
         options.network = network;
         options.hostname = "cascade-build";
@@ -1044,9 +1053,7 @@ class BuildSession {
     std::pair<std::vector<RunMount>, RunMountSources> run_mounts(size_t index, const StageState& st,
                                                                  const Instruction& ins) {
         const auto at = where(ins.line);
-        const auto workdir = st.image.config.config.working_dir.empty()
-                                 ? std::string("/")
-                                 : st.image.config.config.working_dir;
+        const auto workdir = workdir_of(st);
         std::vector<RunMount> mounts;
         for (const auto& [k, v] : ins.flags)
             if (k == "mount")
@@ -1061,9 +1068,7 @@ class BuildSession {
                 return states_[*j].image;
             }
             auto what = "RUN --mount=from=" + from;
-            return pull_image(store_, options_, from, at, what,
-                              [this](const std::string& line) { log(line); })
-                .image;
+            return pull(from, at, what).image;
         };
         sources.cache_root = work_root_.parent_path() / "cache-mounts";
         sources.secrets = &request_.secrets;
@@ -1163,10 +1168,7 @@ class BuildSession {
                 image = states_[*j].image;
             } else {
                 auto what = kw + " --from=" + *from;
-                image =
-                    pull_image(store_, options_, *from, at, what, [this](const std::string& line) {
-                        log(line);
-                    }).image;
+                image = pull(*from, at, what).image;
             }
             source_mount.emplace(layers_, image, source_dir.path);
             source_root.emplace(source_mount->rootfs(), "--from=" + *from);
@@ -1217,8 +1219,7 @@ class BuildSession {
 
         std::optional<mode_t> mode;
         if (chmod_text) mode = parse_chmod(*chmod_text, at);
-        const auto workdir =
-            st.image.config.config.working_dir.empty() ? "/" : st.image.config.config.working_dir;
+        const auto workdir = workdir_of(st);
         const bool dest_says_dir =
             dest.back() == '/' || dest == "." || dest == ".." ||
             (dest.size() >= 2 && dest.compare(dest.size() - 2, 2, "/.") == 0);

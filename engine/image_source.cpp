@@ -110,21 +110,6 @@ std::string base_display_name(const std::string& text,
     return image_name(ref, local_domains).local.display;
 }
 
-LocalImage parse_local_image(const std::string& text, const std::string& where,
-                             const std::string& what) {
-    oci::Reference ref;
-    try {
-        ref = oci::Reference::parse(text);
-    } catch (const Error& e) {
-        throw Error(where + ": " + what + ": " + e.what());
-    }
-    auto local = local_image(ref);
-    if (!local)
-        throw Error(where + ": " + what + ": " + text + " names another registry (" + ref.domain +
-                    "); name an image of cascade's registry here");
-    return *local;
-}
-
 namespace {
 
 struct Endpoint {

@@ -62,11 +62,6 @@ struct ImageName {
 };
 ImageName image_name(const oci::Reference& ref, const std::vector<std::string>& local_domains);
 
-// Parses `text` (as FROM or COPY --from wrote it) into a LocalImage; throws
-// "<where>: <what>: …" when it is invalid or names another registry.
-LocalImage parse_local_image(const std::string& text, const std::string& where,
-                             const std::string& what);
-
 // The stream and tag the trigger graph keys on: "repo:tag" for an image of
 // the store (and the stream a pulled image lands in), "repo@digest" for a digest.
 std::string base_display_name(const std::string& text,
