@@ -101,7 +101,7 @@ void validate(const DeploymentSpec& spec) {
     if (spec.replicas < 0 || spec.replicas > 1000)
         throw Error("deployment " + spec.name + ": replicas must be between 0 and 1000, not " +
                     std::to_string(spec.replicas));
-    if (spec.ready_timeout.count() <= 0)
+    if (spec.strategy.timeout.count() <= 0)
         throw Error("deployment " + spec.name + ": the readiness timeout must be positive");
     if (spec.stop_grace.count() < 0)
         throw Error("deployment " + spec.name + ": the stop grace period must not be negative");
@@ -726,7 +726,7 @@ struct DeploymentController::Impl {
             msg += " keeps exiting";
         else
             msg += " did not accept connections on port " + std::to_string(spec.container_port);
-        msg += " within " + std::to_string(spec.ready_timeout.count()) +
+        msg += " within " + std::to_string(spec.strategy.timeout.count()) +
                "s; the previous replicas keep serving";
         if (!tail.empty()) msg += "; its last output: " + tail;
         return msg;
@@ -776,7 +776,7 @@ struct DeploymentController::Impl {
                     return;
                 }
             }
-            auto unready = wait_ready(d, started, spec.ready_timeout);
+            auto unready = wait_ready(d, started, spec.strategy.timeout);
             if (stopping(d)) return;
             if (!unready.empty()) {
                 auto msg = not_ready_message(unready.front(), revision, image, spec);
@@ -796,7 +796,7 @@ struct DeploymentController::Impl {
                     fail(d, e.what());
                     return;
                 }
-                auto unready = wait_ready(d, {r}, spec.ready_timeout);
+                auto unready = wait_ready(d, {r}, spec.strategy.timeout);
                 if (stopping(d)) return;
                 if (!unready.empty()) {
                     auto msg = not_ready_message(r, revision, image, spec);
@@ -818,7 +818,7 @@ struct DeploymentController::Impl {
             for (auto& [id, r] : d->replicas)
                 if (r->state != "stopping") all.push_back(r);
         }
-        wait_ready(d, all, spec.ready_timeout);
+        wait_ready(d, all, spec.strategy.timeout);
         if (stopping(d)) return;
         set_phase(d, "Running", "");
     }
@@ -914,7 +914,7 @@ struct DeploymentController::Impl {
                 for (auto& [id, r] : d->replicas)
                     all.push_back(r);
             }
-            wait_ready(d, all, spec.ready_timeout);
+            wait_ready(d, all, spec.strategy.timeout);
             return;
         }
         Image image;
@@ -1395,6 +1395,41 @@ void DeploymentController::set_event_sink(
     std::function<void(const std::string& kind, const std::string& message)> sink) {
     std::lock_guard lock(impl_->sink_mu);
     impl_->sink = std::move(sink);
+}
+
+}  // namespace cascade::runtime
+
+namespace cascade::runtime {
+
+// Being implemented (issue 6): the rollout operations.
+void DeploymentController::scale(const std::string&, int) {
+    throw Error("scale: not yet");
+}
+void DeploymentController::pause(const std::string&) {
+    throw Error("rollout pause: not yet");
+}
+void DeploymentController::resume(const std::string&) {
+    throw Error("rollout resume: not yet");
+}
+void DeploymentController::restart(const std::string&) {
+    throw Error("rollout restart: not yet");
+}
+void DeploymentController::undo(const std::string&, std::optional<int>) {
+    throw Error("rollout undo: not yet");
+}
+void DeploymentController::retry(const std::string&) {
+    throw Error("rollout retry: not yet");
+}
+std::vector<RevisionInfo> DeploymentController::history(const std::string&) const {
+    return {};
+}
+std::filesystem::path DeploymentController::replica_log(const std::string&, std::optional<int>,
+                                                        bool) const {
+    throw Error("logs: not yet");
+}
+int DeploymentController::exec(const std::string&, std::optional<int>,
+                               const std::vector<std::string>&, int, int) {
+    throw Error("exec: not yet");
 }
 
 }  // namespace cascade::runtime

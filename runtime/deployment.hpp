@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "runtime/pod_spec.hpp"
 
 namespace cascade::registry {
 class Store;
@@ -34,40 +36,85 @@ struct DeploymentSpec {
     std::string name;  // [a-z0-9-]
     std::string image_repository;
     std::string image_tag = "latest";
-    uint16_t container_port = 0;  // readiness: this port accepts connections
+    // The port the router forwards to (the first container port); without a
+    // readiness probe, a replica is ready once this port accepts connections.
+    uint16_t container_port = 0;
+    std::vector<uint16_t> ports;  // every declared container port (container_port first)
     int replicas = 1;
-    std::vector<std::string> env;   // "K=V", added to the image's
-    std::vector<std::string> args;  // overrides Cmd when non-empty
+    std::vector<std::string> env;      // "K=V", added to the image's
+    std::vector<std::string> command;  // overrides Entrypoint when non-empty
+    std::vector<std::string> args;     // overrides Cmd when non-empty
+    std::string working_dir;           // overrides WorkingDir when non-empty
+    std::string user;                  // overrides User when non-empty
+    std::string hostname;              // empty: the replica's container id
+    bool readonly_rootfs = false;
     // Follow the tag: roll out automatically when it moves (ImageChange trigger).
     bool automatic = true;
-    std::chrono::seconds ready_timeout{60};
-    std::chrono::seconds stop_grace{10};
+    ProbeSpec readiness, liveness, startup;  // unset readiness: see container_port;
+                                             // unset both: the image's HEALTHCHECK
+    Resources resources;
+    std::vector<VolumeMount> volumes;
+    RestartPolicy restart_policy = RestartPolicy::Always;
+    RolloutStrategy strategy;
+    std::chrono::seconds stop_grace{30};  // terminationGracePeriodSeconds
+    std::map<std::string, std::string> labels;
 };
 
 struct RouteSpec {
     std::string name;
     std::string deployment;
-    std::string host = "127.0.0.1";
-    uint16_t port = 0;
+    std::string host = "127.0.0.1";  // address of the route's own port
+    uint16_t port = 0;               // the route's own port (0: picked by apply)
+    std::string hostname;            // Host header on the shared HTTP port;
+                                     // empty: "<name>.localhost"
 };
 
 struct ReplicaStatus {
     std::string container_id;
+    int index = 0;  // 0..replicas-1, stable across restarts (`--replica N`)
     int revision = 0;
     oci::Digest image_digest;
     int pid = 0;
-    std::string state;  // "starting", "ready", "stopping", "exited", "restarting"
+    // "starting", "ready", "unready", "stopping", "exited", "restarting",
+    // "CrashLoopBackOff" (exited repeatedly; restarts after the backoff shown
+    // in `message`), "completed" (exited, restart policy says stay down)
+    std::string state;
     int restarts = 0;
+    int last_exit = 0;
+    std::string message;
 };
 
 struct DeploymentStatus {
     DeploymentSpec spec;
     int revision = 0;                  // latest revision
     std::optional<oci::Digest> image;  // digest of the latest revision
-    std::string phase;  // "Pending", "Running", "RollingOut", "Failed", "Waiting for image"
+    // "Pending", "Waiting for image", "RollingOut", "Running", "Paused",
+    // "Failed" (the latest revision failed and was rolled back: `message` says
+    // why and to which revision)
+    std::string phase;
     std::string message;
     int ready = 0;
+    int updated = 0;  // replicas of the latest revision
+    bool paused = false;
+    // Digests rolled back automatically: the image trigger does not roll them
+    // out again until a newer digest arrives or `rollout retry`.
+    std::vector<oci::Digest> failed_digests;
     std::vector<ReplicaStatus> replicas;
+};
+
+// One numbered revision: every change of image digest or template makes one.
+struct RevisionInfo {
+    int revision = 0;
+    oci::Digest digest;
+    DeploymentSpec spec;  // the template at that revision
+    // Why it was made: "image change (app-a:latest → sha256:…)", "config
+    // change", "rollback to revision 2 (revision 3 failed: …)", "undo to
+    // revision 2", "restart", "retry", "initial".
+    std::string cause;
+    // "Pending", "RollingOut", "Complete", "Failed", "Superseded"
+    std::string status;
+    std::string message;
+    int64_t created_unix = 0;
 };
 
 class DeploymentController {
@@ -92,6 +139,37 @@ class DeploymentController {
     // tag roll out the new digest, one replica at a time: start new → ready →
     // into the router → old out of the router → drained → stopped.
     void on_tag_moved(const registry::TagEvent& event);
+
+    // Sets the replica count (scale); a rollout in progress uses it from its
+    // next step. Throws for an unknown deployment or a negative count.
+    void scale(const std::string& name, int replicas);
+
+    // `rollout pause|resume|restart|undo|retry`. Paused: tag moves and spec
+    // changes are recorded but not rolled out until resume. Restart: a new
+    // revision of the same digest and template (every replica replaced by the
+    // strategy). Undo: a new revision with the digest and template of
+    // `to_revision` (default: the revision before the latest). Retry: forgets
+    // the failed digests and rolls out the tag's current digest again. Each
+    // throws cascade::Error with a clear message (unknown deployment or
+    // revision, nothing to undo to, ...).
+    void pause(const std::string& name);
+    void resume(const std::string& name);
+    void restart(const std::string& name);
+    void undo(const std::string& name, std::optional<int> to_revision = std::nullopt);
+    void retry(const std::string& name);
+    std::vector<RevisionInfo> history(const std::string& name) const;  // oldest first
+
+    // The log file of a replica (index; default: the lowest ready one, else
+    // the lowest), or of its previous container instance (before its last
+    // restart) when `previous`. Rotated parts are `<path>.1`, `<path>.2`, …
+    // (higher = older). Throws when there is no such replica or no previous
+    // instance.
+    std::filesystem::path replica_log(const std::string& name, std::optional<int> replica,
+                                      bool previous) const;
+    // `runc exec` of argv in a replica (as above); output to the fds; returns
+    // the exit status.
+    int exec(const std::string& name, std::optional<int> replica,
+             const std::vector<std::string>& argv, int stdout_fd, int stderr_fd);
 
     // Blocks until no rollout is pending or running for `name` (all when
     // empty), or timeout. True when settled.

@@ -20,7 +20,7 @@ nlohmann::json to_json(const DeploymentSpec& s) {
         {"env", s.env},
         {"args", s.args},
         {"automatic", s.automatic},
-        {"readyTimeoutSeconds", s.ready_timeout.count()},
+        {"readyTimeoutSeconds", s.strategy.timeout.count()},
         {"stopGraceSeconds", s.stop_grace.count()},
     };
 }
@@ -36,7 +36,7 @@ DeploymentSpec deployment_spec_from_json(const nlohmann::json& j) {
         s.env = j.value("env", std::vector<std::string>{});
         s.args = j.value("args", std::vector<std::string>{});
         s.automatic = j.value("automatic", true);
-        s.ready_timeout = std::chrono::seconds(j.value("readyTimeoutSeconds", int64_t{60}));
+        s.strategy.timeout = std::chrono::seconds(j.value("readyTimeoutSeconds", int64_t{60}));
         s.stop_grace = std::chrono::seconds(j.value("stopGraceSeconds", int64_t{10}));
         return s;
     } catch (const nlohmann::json::exception& e) {

@@ -229,7 +229,7 @@ class DeploymentTest : public ::testing::Test {
         spec.image_tag = "latest";
         spec.container_port = 8080;
         spec.replicas = replicas;
-        spec.ready_timeout = 30s;
+        spec.strategy.timeout = 30s;
         spec.stop_grace = 2s;
         return spec;
     }
@@ -428,7 +428,7 @@ TEST_F(DeploymentTest, RecoverReadoptsRunningReplicasAndReplacesDeadOnes) {
 TEST_F(DeploymentTest, ARolloutWhoseReplicaNeverBecomesReadyFailsAndTheOldOnesKeepServing) {
     auto v1 = push_image(stack_->store, "web", "latest", "version-1", kHttpd);
     auto spec = web_spec("web");
-    spec.ready_timeout = 3s;
+    spec.strategy.timeout = 3s;
     controller().apply(spec);
     auto port = add_route("web");
     ASSERT_TRUE(controller().wait_idle("web", 120s));
@@ -597,7 +597,7 @@ TEST(DeploymentRecordsTest, RoundTripsDeploymentsReplicasAndRoutes) {
     spec.env = {"A=1"};
     spec.args = {"serve", "--fast"};
     spec.automatic = false;
-    spec.ready_timeout = 7s;
+    spec.strategy.timeout = 7s;
     spec.stop_grace = 2s;
     auto digest = oci::Digest::sha256_of("x");
     records.save_deployment({spec, 4, digest, "Failed", "boom"});
@@ -623,7 +623,7 @@ TEST(DeploymentRecordsTest, RoundTripsDeploymentsReplicasAndRoutes) {
     records.delete_replica("app-4-abcde");
     EXPECT_TRUE(records.replicas().empty());
 
-    records.save_route({"app", "app", "127.0.0.1", 8081});
+    records.save_route({"app", "app", "127.0.0.1", 8081, "app.example.test"});
     ASSERT_EQ(records.routes().size(), 1u);
     EXPECT_EQ(records.routes()[0].port, 8081);
     records.delete_route("app");
