@@ -16,6 +16,7 @@
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
 #include "oci/strings.hpp"
+#include "runtime/cgroups.hpp"
 #include "runtime/seccomp.hpp"
 
 namespace cascade::runtime {
@@ -337,6 +338,8 @@ nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs,
           {"readonlyPaths", kReadonlyPaths}}},
     };
     if (options.seccomp) spec["linux"]["seccomp"] = default_seccomp_profile(kCapabilities);
+    spec["linux"]["resources"].update(linux_resources(options.resources, host_cgroup_mode()));
+    if (!options.cgroups_path.empty()) spec["linux"]["cgroupsPath"] = options.cgroups_path;
     return spec;
 }
 

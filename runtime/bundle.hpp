@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "oci/image.hpp"
+#include "runtime/pod_spec.hpp"
 
 namespace cascade::runtime {
 
@@ -55,6 +56,10 @@ struct BundleOptions {
     bool seccomp = true;
     // Host files bound in as /etc/resolv.conf and /etc/hosts (when set).
     std::optional<std::filesystem::path> resolv_conf, hosts;
+    // cgroup limits (linux.resources, runtime/cgroups.hpp) and the cgroup runc
+    // creates for the container (cgroupsPath; empty: runc's default).
+    Resources resources;
+    std::string cgroups_path;
 };
 
 // The argv, env and cwd the image's config implies (Entrypoint + Cmd, Env,

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "oci/fs.hpp"
+#include "oci/layer.hpp"
+#include "registry/blob_store.hpp"
 #include "runtime/bundle.hpp"
 #include "tests/support/support.hpp"
 
@@ -92,6 +94,20 @@ inline bool is_mounted(const stdfs::path& path) {
 }
 
 using test::mounts_under;
+
+// Packs `tree` as a layer (`tar`) into `blobs` and appends it to the image's
+// manifest and diff IDs.
+inline void add_layer(registry::BlobStore& blobs, const stdfs::path& tree, const stdfs::path& tar,
+                      oci::Manifest& manifest, oci::ImageConfig& config) {
+    auto written = oci::write_layer(tree, tar);
+    blobs.put_file(tar, written.digest);
+    oci::Descriptor d;
+    d.media_type = written.media_type;
+    d.digest = written.digest;
+    d.size = written.size;
+    manifest.layers.push_back(d);
+    config.diff_ids.push_back(written.diff_id);
+}
 
 // True while a process with this pid exists (zombies included).
 inline bool process_exists(int pid) {
