@@ -87,8 +87,19 @@ ServerConfig load_server_config(const std::filesystem::path& file) {
     if (root.IsNull()) return c;
     r.only_keys(root, "",
                 {"listen", "root", "insecure", "tls", "auth", "access", "gc", "uploads", "imports",
-                 "notifications", "buildCache", "registries"});
+                 "notifications", "buildCache", "registries", "logs", "router"});
     if (root["listen"]) c.listen = r.str(root["listen"], "listen");
+    if (auto router = root["router"]) {
+        r.only_keys(router, "router", {"listen"});
+        if (router["listen"]) {
+            c.router_listen = r.str(router["listen"], "router.listen");
+            auto colon = c.router_listen->rfind(':');
+            if (*c.router_listen != "off" &&
+                (colon == std::string::npos || colon + 1 == c.router_listen->size()))
+                r.fail("router.listen",
+                       "expected HOST:PORT or \"off\", got \"" + *c.router_listen + "\"");
+        }
+    }
     if (root["root"]) c.root = r.path(root["root"], "root");
     if (root["insecure"]) c.insecure = r.boolean(root["insecure"], "insecure");
     if (auto tls = root["tls"]) {
@@ -134,6 +145,12 @@ ServerConfig load_server_config(const std::filesystem::path& file) {
         r.only_keys(bc, "buildCache", {"maxBytes"});
         if (bc["maxBytes"])
             c.build_cache_max_bytes = r.integer(bc["maxBytes"], "buildCache.maxBytes", 0);
+    }
+    if (auto logs = root["logs"]) {
+        r.only_keys(logs, "logs", {"maxBytes", "maxFiles"});
+        if (logs["maxBytes"]) c.log_max_bytes = r.integer(logs["maxBytes"], "logs.maxBytes", 1);
+        if (logs["maxFiles"])
+            c.log_max_files = static_cast<int>(r.integer(logs["maxFiles"], "logs.maxFiles", 1));
     }
     if (auto up = root["uploads"]) {
         r.only_keys(up, "uploads", {"expireSeconds"});

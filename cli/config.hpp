@@ -1,6 +1,9 @@
 // The daemon's configuration file (`cascade serve --config FILE`), YAML:
 //
 //   listen: 127.0.0.1:5000          # --listen overrides
+//   router:
+//     listen: 127.0.0.1:8080        # the shared HTTP port routing by Host header;
+//                                   #   "off" disables; --router-listen overrides
 //   root: /var/lib/cascade          # --root overrides
 //   insecure: false                 # allow a non-loopback listener without auth+TLS
 //   tls:
@@ -22,6 +25,9 @@
 //     graceSeconds: 600                 # never sweep what is younger than this
 //   buildCache:
 //     maxBytes: 10737418240             # bytes of cached layers kept (LRU beyond)
+//   logs:                             # every container's log, rotated by size:
+//     maxBytes: 10485760                #   bytes per file
+//     maxFiles: 3                       #   files kept, the current one included
 //   uploads:
 //     expireSeconds: 86400              # abandoned upload sessions are removed
 //   imports:
@@ -66,6 +72,7 @@ struct WebhookEndpoint {
 
 struct ServerConfig {
     std::optional<std::string> listen;
+    std::optional<std::string> router_listen;  // router.listen: HOST:PORT or "off"
     std::optional<std::filesystem::path> root;
     bool insecure = false;
 
@@ -81,6 +88,8 @@ struct ServerConfig {
     int64_t gc_grace_seconds = 600;
     int64_t build_cache_max_bytes = int64_t{10} << 30;
     int64_t upload_expire_seconds = 24 * 3600;
+    int64_t log_max_bytes = int64_t{10} << 20;  // logs.maxBytes
+    int log_max_files = 3;                      // logs.maxFiles
     int64_t import_interval_seconds = 15 * 60;
     // registries.mirrors (domain → endpoints) and registries.insecure (hosts).
     std::map<std::string, std::vector<std::string>> registry_mirrors;

@@ -27,6 +27,9 @@ constexpr const char* kLogName = "container.log";
 // The init pid as started, kept so a stopped container's zombie can be found
 // (runc reports pid 0 once a container has stopped).
 constexpr const char* kPidName = "init.pid";
+// The log shim's pid, so remove() can wait for it to write the rest.
+constexpr const char* kShimPidName = "shim.pid";
+constexpr milliseconds kShimWait{10000};
 // How long a SIGKILLed container may take to be reported stopped before it is
 // deleted by force anyway.
 constexpr milliseconds kKillWait{10000};
@@ -70,9 +73,9 @@ void reap(int pid) {
     }
 }
 
-int recorded_pid(const stdfs::path& dir) {
+int recorded_pid(const stdfs::path& dir, const char* name = kPidName) {
     try {
-        return std::stoi(fs::read_file(dir / kPidName));
+        return std::stoi(fs::read_file(dir / name));
     } catch (const std::exception&) {
         return 0;
     }
@@ -94,7 +97,10 @@ bool wait_stopped(Runc& runc, const std::string& id, milliseconds limit) {
 
 bool holds_only_log(const stdfs::path& dir) {
     for (const auto& entry : stdfs::directory_iterator(dir))
-        if (entry.path().filename() != kLogName) return false;
+        // "pod": kPodDirName (runtime/pod_bundle.hpp), written before start.
+        if (!is_log_file_name(kLogName, entry.path().filename()) &&
+            entry.path().filename() != "pod")
+            return false;
     return true;
 }
 
@@ -103,13 +109,18 @@ bool holds_only_log(const stdfs::path& dir) {
 void remove_bundle(const stdfs::path& dir, bool keep_log) {
     if (!keep_log) return fs::remove_tree(dir);
     for (const auto& entry : stdfs::directory_iterator(dir))
-        if (entry.path().filename() != kLogName) fs::remove_tree(entry.path());
+        if (!is_log_file_name(kLogName, entry.path().filename())) fs::remove_tree(entry.path());
 }
 
 }  // namespace
 
-ContainerHost::ContainerHost(std::filesystem::path root, LayerCache& layers, Runc& runc)
-    : root_(std::filesystem::absolute(root).lexically_normal()), layers_(layers), runc_(runc) {
+ContainerHost::ContainerHost(std::filesystem::path root, LayerCache& layers, Runc& runc,
+                             LogRotation rotation)
+    : root_(std::filesystem::absolute(root).lexically_normal()),
+      layers_(layers),
+      runc_(runc),
+      rotation_(rotation) {
+    check_log_rotation(rotation_);
     fs::make_dirs(root_);
 }
 
@@ -144,15 +155,20 @@ int ContainerHost::start(const std::string& id, const oci::Manifest& manifest,
                     runc_.state_root().string() + "); remove it first");
     }
     bool runc_started = false;
+    int shim_pid = 0;
     OverlayMount overlay;
     try {
         auto lowers = layers_.unpack_image(manifest, config);
         if (lowers.empty()) lowers.push_back(layers_.empty_dir());
         overlay = OverlayMount(lowers, dir / "upper", dir / "work", dir / "rootfs");
         write_bundle_config(dir, make_runtime_spec(dir / "rootfs", options));
-        fs::Fd log = fs::open_or_throw(log_path(id), O_WRONLY | O_CREAT | O_APPEND, 0640);
+        // The shim owns the pipe's read end; runc passes the write end through
+        // to the container as stdout and stderr. Ours is closed right after.
+        fs::Fd log = start_log_shim(log_path(id), rotation_, &shim_pid);
+        fs::write_file_atomic(dir / kShimPidName, std::to_string(shim_pid) + "\n");
         runc_started = true;
         int pid = runc_.run_detached(id, dir, log.get());
+        log.reset();
         fs::write_file_atomic(dir / kPidName, std::to_string(pid) + "\n");
         overlay.release();
         return pid;
@@ -163,6 +179,9 @@ int ContainerHost::start(const std::string& id, const oci::Manifest& manifest,
             } catch (const Error&) {
             }
         }
+        // Its pipe's write end is closed (gone with the container, or never
+        // given to one): the shim ends at once.
+        if (shim_pid > 0) wait_log_shim(shim_pid, log_path(id), kShimWait);
         try {
             overlay.unmount();
         } catch (const Error&) {
@@ -207,6 +226,10 @@ void ContainerHost::remove(const std::string& id, bool keep_log) {
     // The init of a container that stopped by itself may be our zombie.
     if (int pid = recorded_pid(dir); is_our_child(pid) && parent_and_state(pid).second == 'Z')
         reap(pid);
+    // The container is gone, so its shim reads EOF: once it exited, the log
+    // is complete.
+    if (int shim = recorded_pid(dir, kShimPidName); shim > 0)
+        wait_log_shim(shim, log_path(id), kShimWait);
     // Detach first: removing the tree through a live overlay would only write
     // whiteouts into upper, and the lowers are shared.
     unmount_if_mounted(dir / "rootfs");

@@ -132,6 +132,17 @@ TEST_F(ConfigTest, BuildCacheBound) {
     EXPECT_NE(error_of("buildCache:\n  max: 1\n").find("buildCache.max"), std::string::npos);
 }
 
+TEST_F(ConfigTest, ContainerLogRotation) {
+    EXPECT_EQ(load("").log_max_bytes, int64_t{10} << 20);
+    EXPECT_EQ(load("").log_max_files, 3);
+    auto c = load("logs:\n  maxBytes: 4096\n  maxFiles: 5\n");
+    EXPECT_EQ(c.log_max_bytes, 4096);
+    EXPECT_EQ(c.log_max_files, 5);
+    EXPECT_NE(error_of("logs:\n  maxBytes: 0\n").find("logs.maxBytes"), std::string::npos);
+    EXPECT_NE(error_of("logs:\n  maxFiles: 0\n").find("logs.maxFiles"), std::string::npos);
+    EXPECT_NE(error_of("logs:\n  size: 1\n").find("logs.size"), std::string::npos);
+}
+
 }  // namespace
 
 namespace {
@@ -158,6 +169,16 @@ registries:
     message = error_of("registries:\n  mirror: {}\n");
     EXPECT_NE(message.find("registries.mirror"), std::string::npos) << message;
     EXPECT_NE(message.find("unknown key"), std::string::npos) << message;
+}
+
+TEST_F(ConfigTest, RouterListen) {
+    EXPECT_FALSE(load("").router_listen) << "unset: the daemon's default 127.0.0.1:8080";
+    EXPECT_EQ(load("router:\n  listen: 127.0.0.1:9080\n").router_listen, "127.0.0.1:9080");
+    EXPECT_EQ(load("router: {listen: \"off\"}\n").router_listen, "off");
+    EXPECT_EQ(error_of("router: {listen: 8080}\n"),
+              file.string() + ": router.listen: expected HOST:PORT or \"off\", got \"8080\"");
+    EXPECT_NE(error_of("router: {port: 1}\n").find("router.port: unknown key (known: listen)"),
+              std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,527 @@
+#include "runtime/logs.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <string_view>
+#include <thread>
+
+#include "oci/error.hpp"
+
+extern char** environ;
+
+namespace cascade::runtime {
+
+namespace {
+
+namespace stdfs = std::filesystem;
+using std::chrono::milliseconds;
+
+constexpr const char* kShimEnv = "CASCADE_LOG_SHIM";
+constexpr const char* kShimName = "cascade-log-shim";
+// Its comm (at most 15 characters), which a zombie still shows.
+constexpr const char* kShimComm = "cascade-logshim";
+// A shim ends on EOF only: stop signals (e.g. to a whole session by a
+// terminal) must not cut containers off their output.
+constexpr int kIgnoredSignals[] = {SIGPIPE, SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
+
+std::string part_path(const std::string& log, int n) {
+    return n == 0 ? log : log + "." + std::to_string(n);
+}
+
+// ---- the shim process ------------------------------------------------------
+
+// Appends to the log, rotating by size. Write errors (a full disk) drop the
+// data: the container must never block on its log.
+class RotatingWriter {
+  public:
+    RotatingWriter(std::string path, int64_t max_bytes, int max_files)
+        : path_(std::move(path)), max_bytes_(max_bytes), max_files_(max_files) {
+        open_current();
+    }
+
+    // Whole lines stay in one file unless a line is longer than max_bytes.
+    void write(std::string_view data) {
+        while (!data.empty()) {
+            const int64_t room = max_bytes_ - size_;
+            if (static_cast<int64_t>(data.size()) <= room) return append(data);
+            size_t take = 0;
+            if (room > 0) {
+                auto nl = data.rfind('\n', static_cast<size_t>(room - 1));
+                if (nl != std::string_view::npos) take = nl + 1;
+            }
+            if (take == 0 && size_ == 0) take = static_cast<size_t>(max_bytes_);
+            if (take > 0) {
+                append(data.substr(0, take));
+                data.remove_prefix(take);
+            }
+            rotate();
+        }
+    }
+
+  private:
+    void open_current() {
+        fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        struct stat st {};
+        size_ = fd_ >= 0 && ::fstat(fd_, &st) == 0 ? st.st_size : 0;
+    }
+
+    void append(std::string_view data) {
+        if (fd_ < 0) open_current();
+        size_ += static_cast<int64_t>(data.size());
+        while (fd_ >= 0 && !data.empty()) {
+            ssize_t n = ::write(fd_, data.data(), data.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return;
+            data.remove_prefix(static_cast<size_t>(n));
+        }
+    }
+
+    // <log>.N-2 → <log>.N-1 … <log> → <log>.1, then a new <log>. The current
+    // file is renamed last, so a reader that sees a new current file knows
+    // the old one is complete.
+    void rotate() {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+        if (max_files_ <= 1) {
+            ::unlink(path_.c_str());
+        } else {
+            for (int n = max_files_ - 1; n >= 1; n--)
+                ::rename(part_path(path_, n - 1).c_str(), part_path(path_, n).c_str());
+        }
+        open_current();
+    }
+
+    std::string path_;
+    int64_t max_bytes_;
+    int max_files_;
+    int fd_ = -1;
+    int64_t size_ = 0;
+};
+
+// Removes <log>.N for N >= max_files (left when max_files was lowered).
+void remove_parts_beyond(const std::string& log, int max_files) {
+    const auto slash = log.rfind('/');
+    const std::string dir = log.substr(0, slash == 0 ? 1 : slash);
+    const std::string prefix = log.substr(slash + 1) + ".";
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return;
+    while (dirent* e = ::readdir(d)) {
+        std::string_view name = e->d_name;
+        if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) continue;
+        auto digits = name.substr(prefix.size());
+        if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos)
+            continue;
+        if (std::stoi(std::string(digits)) >= max_files) ::unlinkat(::dirfd(d), e->d_name, 0);
+    }
+    ::closedir(d);
+}
+
+// Reads stdin until EOF into the log. A line still unfinished after 100 ms
+// without input, or longer than the buffer, is written as it is.
+int run_shim(const char* spec) {
+    char* end = nullptr;
+    const long long max_bytes = std::strtoll(spec, &end, 10);
+    if (*end != ':') return 2;
+    const long max_files = std::strtol(end + 1, &end, 10);
+    if (*end != ':' || max_bytes < 1 || max_files < 1) return 2;
+    const std::string path = end + 1;
+    // Blocked since the spawn; ignoring them discards what is pending.
+    for (int sig : kIgnoredSignals)
+        ::signal(sig, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (::chdir("/") != 0) return 2;
+    ::prctl(PR_SET_NAME, kShimComm);
+
+    remove_parts_beyond(path, static_cast<int>(max_files));
+    RotatingWriter writer(path, max_bytes, static_cast<int>(max_files));
+    constexpr size_t kBuffer = 64 * 1024;
+    std::string pending;
+    std::vector<char> buf(kBuffer);
+    while (true) {
+        pollfd p{0, POLLIN, 0};
+        int r = ::poll(&p, 1, pending.empty() ? -1 : 100);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (r == 0) {
+            writer.write(pending);
+            pending.clear();
+            continue;
+        }
+        ssize_t n = ::read(0, buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            break;
+        }
+        if (n == 0) break;
+        pending.append(buf.data(), static_cast<size_t>(n));
+        if (auto nl = pending.rfind('\n'); nl != std::string::npos) {
+            writer.write(std::string_view(pending).substr(0, nl + 1));
+            pending.erase(0, nl + 1);
+        }
+        if (pending.size() >= kBuffer) {
+            writer.write(pending);
+            pending.clear();
+        }
+    }
+    writer.write(pending);
+    return 0;
+}
+
+// Runs before main (and before other static initializers) in every binary
+// that links this file; only a process started by start_log_shim() has the
+// marker.
+__attribute__((constructor(101))) void log_shim_entry() {
+    const char* spec = std::getenv(kShimEnv);
+    if (spec == nullptr) return;
+    ::_exit(run_shim(spec));
+}
+
+// ---- shims started by this process -------------------------------------
+
+std::mutex spawned_mu;
+std::set<int> spawned;  // pids of shims that are our children, not yet reaped
+
+bool is_spawned(int pid) {
+    std::lock_guard lock(spawned_mu);
+    return spawned.count(pid) > 0;
+}
+
+struct ProcStat {
+    std::string comm;
+    char state = 0;  // 0: no such process
+    int ppid = -1;
+};
+
+ProcStat proc_stat(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    if (!std::getline(in, stat)) return {};
+    auto open = stat.find('(');
+    auto close = stat.rfind(')');
+    ProcStat out;
+    if (open == std::string::npos || close == std::string::npos || close < open ||
+        std::sscanf(stat.c_str() + close + 1, " %c %d", &out.state, &out.ppid) != 2)
+        return {};
+    out.comm = stat.substr(open + 1, close - open - 1);
+    return out;
+}
+
+bool is_running_shim(int pid, const std::string& log) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return cmdline == std::string(kShimName) + '\0' + log + '\0';
+}
+
+// ---- reading ------------------------------------------------------------
+
+struct Part {
+    fs::Fd fd;
+    dev_t dev = 0;
+    ino_t ino = 0;
+};
+
+std::optional<Part> open_part(const std::string& path) {
+    fs::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOENT) return std::nullopt;
+        throw sys_error("open log", path, errno);
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw sys_error("stat log", path, errno);
+    return Part{std::move(fd), st.st_dev, st.st_ino};
+}
+
+int highest_part(const std::string& log) {
+    int n = 0;
+    struct stat st {};
+    while (::stat(part_path(log, n + 1).c_str(), &st) == 0)
+        n++;
+    return n;
+}
+
+// The log's files, oldest first, opened together: retried when the current
+// file changed meanwhile (a rotation renames every part).
+std::vector<Part> snapshot(const stdfs::path& log_path) {
+    const std::string log = log_path.string();
+    std::vector<Part> parts;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        parts.clear();
+        struct stat before {};
+        const bool had = ::stat(log.c_str(), &before) == 0;
+        for (int n = highest_part(log); n >= 1; n--)
+            if (auto p = open_part(part_path(log, n))) parts.push_back(std::move(*p));
+        auto current = open_part(log);
+        bool stable = !had && !current;
+        if (had && current && current->dev == before.st_dev && current->ino == before.st_ino) {
+            struct stat now {};
+            stable = ::fstat(current->fd.get(), &now) == 0 && now.st_size >= before.st_size;
+        }
+        if (current) parts.push_back(std::move(*current));
+        if (stable) break;
+        std::this_thread::sleep_for(milliseconds(1));
+    }
+    return parts;
+}
+
+// Appends what `fd` holds from `offset` on; returns the new offset.
+int64_t read_from(int fd, int64_t offset, std::string& out, const std::string& where) {
+    char buf[64 * 1024];
+    while (true) {
+        ssize_t n = ::pread(fd, buf, sizeof buf, offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw sys_error("read log", where, errno);
+        if (n == 0) return offset;
+        out.append(buf, static_cast<size_t>(n));
+        offset += n;
+    }
+}
+
+// The last `n` lines of `s` (a last line without newline counts).
+std::string last_lines(const std::string& s, size_t n) {
+    if (n == 0) return {};
+    size_t pos = s.size();
+    if (pos > 0 && s[pos - 1] == '\n') pos--;
+    size_t count = 0;
+    while (pos > 0) {
+        auto nl = s.rfind('\n', pos - 1);
+        if (nl == std::string::npos) break;
+        if (++count == n) return s.substr(nl + 1);
+        pos = nl;
+    }
+    return s;
+}
+
+}  // namespace
+
+void check_log_rotation(const LogRotation& rotation) {
+    if (rotation.max_bytes < 1)
+        throw Error("log rotation: maxBytes is " + std::to_string(rotation.max_bytes) +
+                    "; use a size of at least 1 byte");
+    if (rotation.max_files < 1)
+        throw Error("log rotation: maxFiles is " + std::to_string(rotation.max_files) +
+                    "; use at least 1 (the current file)");
+}
+
+fs::Fd start_log_shim(const std::filesystem::path& log_in, LogRotation rotation, int* shim_pid) {
+    check_log_rotation(rotation);
+    const auto log = stdfs::absolute(log_in).lexically_normal();
+    // Created here so that a missing directory is reported to the caller and
+    // readers find the file at once.
+    fs::open_or_throw(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) throw sys_error("pipe for log", log.string(), errno);
+    fs::Fd read_end(p[0]), write_end(p[1]);
+    // Above stdio, so that the dup2 onto 0 is never a no-op that keeps CLOEXEC.
+    fs::Fd input(::fcntl(read_end.get(), F_DUPFD_CLOEXEC, 3));
+    if (!input) throw sys_error("dup pipe for log", log.string(), errno);
+    read_end.reset();
+
+    std::vector<std::string> env;
+    const std::string prefix = std::string(kShimEnv) + "=";
+    for (char** e = environ; e && *e; e++)
+        if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) env.emplace_back(*e);
+    env.push_back(prefix + std::to_string(rotation.max_bytes) + ":" +
+                  std::to_string(rotation.max_files) + ":" + log.string());
+    std::vector<char*> cenv;
+    for (auto& e : env)
+        cenv.push_back(e.data());
+    cenv.push_back(nullptr);
+    std::string name = kShimName, log_arg = log.string();
+    char* argv[] = {name.data(), log_arg.data(), nullptr};
+
+    posix_spawn_file_actions_t actions;
+    if (int rc = posix_spawn_file_actions_init(&actions); rc != 0)
+        throw sys_error("posix_spawn_file_actions_init", "", rc);
+    struct ActionsGuard {
+        posix_spawn_file_actions_t* a;
+        ~ActionsGuard() { posix_spawn_file_actions_destroy(a); }
+    } actions_guard{&actions};
+    int rc = posix_spawn_file_actions_adddup2(&actions, input.get(), 0);
+    if (rc == 0) rc = posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    if (rc == 0) rc = posix_spawn_file_actions_addchdir_np(&actions, "/");
+    if (rc != 0) throw sys_error("posix_spawn file actions for the log shim of", log.string(), rc);
+
+    posix_spawnattr_t attr;
+    if (int r = posix_spawnattr_init(&attr); r != 0) throw sys_error("posix_spawnattr_init", "", r);
+    struct AttrGuard {
+        posix_spawnattr_t* a;
+        ~AttrGuard() { posix_spawnattr_destroy(a); }
+    } attr_guard{&attr};
+    sigset_t all, blocked;
+    sigfillset(&all);
+    sigemptyset(&blocked);
+    for (int sig : kIgnoredSignals)
+        sigaddset(&blocked, sig);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &blocked);
+    posix_spawnattr_setflags(&attr,
+                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+    pid_t pid = -1;
+    {
+        std::lock_guard lock(spawned_mu);
+        rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, cenv.data());
+        if (rc == 0) spawned.insert(pid);
+    }
+    if (rc != 0) throw sys_error("start the log shim (/proc/self/exe) for", log.string(), rc);
+    if (shim_pid) *shim_pid = pid;
+    return write_end;
+}
+
+bool wait_log_shim(int pid, const std::filesystem::path& log_in, std::chrono::milliseconds limit) {
+    if (pid <= 0) return true;
+    const auto log = stdfs::absolute(log_in).lexically_normal().string();
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    auto delay = milliseconds(2);
+    bool seen_running = false;
+    while (true) {
+        if (is_spawned(pid)) {
+            // Our child: its pid cannot be reused before we reap it.
+            int status = 0;
+            pid_t r = ::waitpid(pid, &status, WNOHANG);
+            if (r == pid || (r < 0 && errno == ECHILD)) {
+                std::lock_guard lock(spawned_mu);
+                spawned.erase(pid);
+                return true;
+            }
+        } else if (is_running_shim(pid, log)) {
+            seen_running = true;
+        } else {
+            // Gone, or a zombie: a shim reparented to us (we are a subreaper
+            // and its starter died) is ours to reap.
+            auto st = proc_stat(pid);
+            if (st.state == 'Z' && st.ppid == ::getpid() && (seen_running || st.comm == kShimComm))
+                ::waitpid(pid, nullptr, WNOHANG);
+            return true;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(delay);
+        delay = std::min(delay * 2, milliseconds(50));
+    }
+}
+
+std::vector<std::filesystem::path> log_files(const std::filesystem::path& log) {
+    std::vector<stdfs::path> out;
+    for (int n = highest_part(log.string()); n >= 1; n--)
+        out.emplace_back(part_path(log.string(), n));
+    std::error_code ec;
+    if (stdfs::exists(log, ec)) out.push_back(log);
+    return out;
+}
+
+bool is_log_file_name(const std::filesystem::path& log, const std::string& name) {
+    const std::string base = log.filename().string();
+    if (name == base) return true;
+    if (name.size() <= base.size() + 1 || name.compare(0, base.size(), base) != 0 ||
+        name[base.size()] != '.')
+        return false;
+    for (size_t i = base.size() + 1; i < name.size(); i++)
+        if (name[i] < '0' || name[i] > '9') return false;
+    return true;
+}
+
+void remove_log(const std::filesystem::path& log) {
+    std::error_code ec;
+    for (const auto& entry : stdfs::directory_iterator(log.parent_path(), ec))
+        if (is_log_file_name(log, entry.path().filename().string()))
+            if (::unlink(entry.path().c_str()) != 0 && errno != ENOENT)
+                throw sys_error("remove log", entry.path().string(), errno);
+}
+
+std::string read_log(const std::filesystem::path& log, std::optional<size_t> tail_lines) {
+    auto parts = snapshot(log);
+    std::string out;
+    if (!tail_lines) {
+        for (const auto& p : parts)
+            read_from(p.fd.get(), 0, out, log.string());
+        return out;
+    }
+    if (*tail_lines == 0) return {};
+    // Newest first, until the text holds enough lines.
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+        std::string s;
+        read_from(it->fd.get(), 0, s, log.string());
+        out.insert(0, s);
+        if (static_cast<size_t>(std::count(out.begin(), out.end(), '\n')) > *tail_lines) break;
+    }
+    return last_lines(out, *tail_lines);
+}
+
+LogFollower::LogFollower(std::filesystem::path log, bool from_start,
+                         std::optional<size_t> tail_lines)
+    : log_(stdfs::absolute(log).lexically_normal()) {
+    auto parts = snapshot(log_);
+    if (parts.empty()) return;
+    auto& newest = parts.back();
+    tracked_.dev = newest.dev;
+    tracked_.ino = newest.ino;
+    if (from_start) {
+        tail_lines_ = tail_lines;
+        for (size_t i = 0; i + 1 < parts.size(); i++)
+            backlog_.push_back(std::move(parts[i].fd));
+    } else {
+        struct stat st {};
+        if (::fstat(newest.fd.get(), &st) != 0) throw sys_error("stat log", log_.string(), errno);
+        tracked_.offset = st.st_size;
+    }
+    tracked_.fd = std::move(newest.fd);
+}
+
+std::string LogFollower::read_new() {
+    std::string out;
+    const std::string where = log_.string();
+    for (auto& fd : backlog_)
+        read_from(fd.get(), 0, out, where);
+    backlog_.clear();
+    if (tracked_.fd) tracked_.offset = read_from(tracked_.fd.get(), tracked_.offset, out, where);
+    struct stat st {};
+    const bool same = tracked_.fd && ::stat(log_.c_str(), &st) == 0 && st.st_dev == tracked_.dev &&
+                      st.st_ino == tracked_.ino;
+    if (!same) {
+        // Rotated (or not there before): the renamed file is complete once the
+        // current one changed; drain it, then every newer file in order.
+        auto parts = snapshot(log_);
+        size_t first_new = 0;
+        if (tracked_.fd) {
+            tracked_.offset = read_from(tracked_.fd.get(), tracked_.offset, out, where);
+            for (size_t i = 0; i < parts.size(); i++)
+                if (parts[i].dev == tracked_.dev && parts[i].ino == tracked_.ino) first_new = i + 1;
+        }
+        for (size_t i = first_new; i < parts.size(); i++) {
+            tracked_.offset = read_from(parts[i].fd.get(), 0, out, where);
+            tracked_.fd = std::move(parts[i].fd);
+            tracked_.dev = parts[i].dev;
+            tracked_.ino = parts[i].ino;
+        }
+    }
+    if (tail_lines_) {
+        out = last_lines(out, *tail_lines_);
+        tail_lines_.reset();
+    }
+    return out;
+}
+
+}  // namespace cascade::runtime
