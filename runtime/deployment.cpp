@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -31,6 +32,8 @@
 #include "runtime/deployment_records.hpp"
 #include "runtime/exit_watcher.hpp"
 #include "runtime/netns.hpp"
+#include "runtime/pod_bundle.hpp"
+#include "runtime/probes.hpp"
 #include "runtime/rootfs.hpp"
 #include "runtime/router.hpp"
 
@@ -45,6 +48,8 @@ using std::chrono::seconds;
 constexpr milliseconds kProbeInterval{100};
 constexpr milliseconds kProbeConnectTimeout{1000};
 constexpr milliseconds kBackendConnectTimeout{2000};
+// A probe made from an image HEALTHCHECK runs this often until it first passes.
+constexpr milliseconds kHealthcheckStartPeriod{1000};
 constexpr seconds kMaxBackoff{30};
 // A replica that ran this long before exiting restarts without backoff history.
 constexpr seconds kStableRun{30};
@@ -83,10 +88,18 @@ int parse_stop_signal(std::string s) {
     return it == kSignals.end() ? SIGTERM : it->second;
 }
 
-// The fields that define what a replica runs; a change makes a new revision.
+// The template: every field but the name, the replica count and the trigger;
+// a change makes a new revision.
+nlohmann::json template_json(const DeploymentSpec& s) {
+    auto j = to_json(s);
+    j.erase("name");
+    j.erase("replicas");
+    j.erase("automatic");
+    return j;
+}
+
 bool template_changed(const DeploymentSpec& a, const DeploymentSpec& b) {
-    return a.image_repository != b.image_repository || a.image_tag != b.image_tag ||
-           a.container_port != b.container_port || a.env != b.env || a.args != b.args;
+    return template_json(a) != template_json(b);
 }
 
 void validate(const DeploymentSpec& spec) {
@@ -105,6 +118,14 @@ void validate(const DeploymentSpec& spec) {
         throw Error("deployment " + spec.name + ": the readiness timeout must be positive");
     if (spec.stop_grace.count() < 0)
         throw Error("deployment " + spec.name + ": the stop grace period must not be negative");
+    const auto& st = spec.strategy;
+    if (st.max_surge.value < 0 || st.max_unavailable.value < 0)
+        throw Error("deployment " + spec.name +
+                    ": maxSurge and maxUnavailable must not be negative");
+    if (st.interval.count() <= 0 || st.update_period.count() < 0)
+        throw Error("deployment " + spec.name +
+                    ": the strategy's interval must be positive and its update period must not be "
+                    "negative");
     for (auto& kv : spec.env)
         if (kv.find('=') == std::string::npos || kv.front() == '=')
             throw Error("deployment " + spec.name + ": env entry \"" + kv +
@@ -197,7 +218,10 @@ struct DeploymentController::Impl {
         oci::Digest digest;
         DeploymentSpec spec;  // the spec this replica was created from
         int pid = 0;
-        // "creating", "starting", "ready", "exited", "restarting", "stopping"
+        // "creating", "starting", "ready", "unready" (failed readiness after
+        // being ready: out of the router), "exited" (restart after backoff),
+        // "CrashLoopBackOff" (exited again without a stable run), "restarting",
+        // "completed" (exited; the restart policy keeps it down), "stopping"
         std::string state = "creating";
         int restarts = 0;
         int backoff_step = 0;
@@ -207,6 +231,24 @@ struct DeploymentController::Impl {
         uint64_t watch_token = 0;
         bool in_router = false;
         int stop_signal = SIGTERM;
+        int index = -1;       // 0..replicas-1 within its revision, kept across restarts
+        std::string message;  // why it is in its state (probe failure, backoff, exit)
+        // Probes of the running container (see init_probes_locked).
+        std::optional<ProbeState> readiness, liveness, startup;
+        bool readiness_implied = false;  // the container-port check: only until ready
+        bool started = true;             // the startup probe passed (or there is none)
+        // A failed probe sent the stop signal: SIGKILL at kill_at if still running.
+        bool killing = false;
+        Clock::time_point kill_at{};
+        std::string previous_log;  // the log of the instance before the last restart
+    };
+
+    // A rollout asked for by restart, undo or retry.
+    struct Request {
+        std::string cause;
+        std::optional<oci::Digest> digest;    // empty: the tag's current digest
+        std::optional<DeploymentSpec> tmpl;   // empty: the deployment's spec
+        bool fresh = false;                   // new containers even for the same template
     };
 
     struct Deployment {
@@ -227,6 +269,13 @@ struct DeploymentController::Impl {
         // A spec change whose image tag did not exist yet: the next rollout
         // makes a new revision even when the digest is the same.
         bool template_pending = false;
+        // Paused: tag moves and spec changes are recorded, nothing rolls out.
+        bool paused = false;
+        // Digests rolled back automatically: the image trigger skips them.
+        std::vector<oci::Digest> failed_digests;
+        std::vector<RevisionInfo> revisions;  // oldest first; the latest is `revision`
+        // restart / undo / retry: what the next rollout rolls out.
+        std::optional<Request> forced;
         std::thread worker;
         std::mutex persist_mu;  // orders writes of this deployment's row
     };
@@ -237,6 +286,7 @@ struct DeploymentController::Impl {
     ContainerHost& host;
     Router& router;
     DeploymentRecords records;
+    VolumeStore volumes;  // named volumes: <state root>/volumes
 
     mutable std::mutex mu;
     std::condition_variable cv;
@@ -251,7 +301,7 @@ struct DeploymentController::Impl {
     std::unique_ptr<ExitWatcher> watcher;
 
     Impl(registry::Store& s, registry::Database& db, ContainerHost& h, Router& r)
-        : store(s), host(h), router(r), records(db) {
+        : store(s), host(h), router(r), records(db), volumes(h.root().parent_path() / "volumes") {
         become_child_subreaper();
         watcher = std::make_unique<ExitWatcher>();
     }
@@ -284,6 +334,8 @@ struct DeploymentController::Impl {
             rec.digest = d->digest;
             rec.phase = d->phase;
             rec.message = d->message;
+            rec.paused = d->paused;
+            rec.failed_digests = d->failed_digests;
         }
         records.save_deployment(rec);
     }
@@ -300,6 +352,9 @@ struct DeploymentController::Impl {
             rec.state = r->state;
             rec.restarts = r->restarts;
             rec.spec = r->spec;
+            rec.index = r->index;
+            rec.previous_log = r->previous_log;
+            rec.last_exit = r->last_exit;
         }
         records.save_replica(rec);
     }
@@ -421,6 +476,8 @@ struct DeploymentController::Impl {
 
     // ---- replicas -----------------------------------------------------------
 
+    // Restart backoff: 1 s, 2 s, 4 s, … up to kMaxBackoff; a run of kStableRun
+    // or longer starts over. Returns the delay in seconds.
     int backoff_locked(Replica& r, Clock::time_point now) {
         if (r.started_at != Clock::time_point{} && now - r.started_at >= kStableRun)
             r.backoff_step = 0;
@@ -431,27 +488,151 @@ struct DeploymentController::Impl {
         return static_cast<int>(delay);
     }
 
+    static bool restarts_after(RestartPolicy policy, int status) {
+        switch (policy) {
+            case RestartPolicy::Always:
+                return true;
+            case RestartPolicy::OnFailure:
+                return status != 0;
+            case RestartPolicy::Never:
+                return false;
+        }
+        return true;
+    }
+
+    static const char* policy_name(RestartPolicy policy) {
+        switch (policy) {
+            case RestartPolicy::Always:
+                return "Always";
+            case RestartPolicy::OnFailure:
+                return "OnFailure";
+            case RestartPolicy::Never:
+                return "Never";
+        }
+        return "Always";
+    }
+
+    // Exited and waiting for its restart: "exited", or "CrashLoopBackOff" when
+    // it exited again without a stable run in between.
+    static bool awaiting_restart(const Replica& r) {
+        return r.state == "exited" || r.state == "CrashLoopBackOff";
+    }
+
+    // Running, and probed: "starting" (not ready yet), "ready", "unready".
+    static bool probed(const Replica& r) {
+        return !r.killing && (r.state == "starting" || r.state == "ready" || r.state == "unready");
+    }
+
+    // The probes of a freshly started container: the spec's; without readiness
+    // and liveness, the image's HEALTHCHECK as both; else readiness is the
+    // container port accepting connections (checked every kProbeInterval until
+    // it does); without a port either, ready at once.
+    static void init_probes_locked(Replica& r, const oci::ContainerConfig& image,
+                                   Clock::time_point started) {
+        const auto& spec = r.spec;
+        r.readiness.reset();
+        r.liveness.reset();
+        r.startup.reset();
+        r.readiness_implied = false;
+        r.started = !spec.startup.set();
+        if (spec.startup.set()) r.startup.emplace(spec.startup, started);
+        ProbeSpec health;
+        if (!spec.readiness.set() && !spec.liveness.set() && image.healthcheck)
+            health = probe_from_healthcheck(*image.healthcheck);
+        if (spec.readiness.set()) {
+            r.readiness.emplace(spec.readiness, started);
+        } else if (health.set()) {
+            r.readiness.emplace(health, started, kHealthcheckStartPeriod);
+        } else if (spec.container_port != 0) {
+            ProbeSpec implied;
+            implied.kind = ProbeSpec::Kind::Tcp;
+            implied.port = spec.container_port;
+            implied.period = kProbeInterval;
+            implied.timeout = kProbeConnectTimeout;
+            implied.failure_threshold = 1;
+            r.readiness.emplace(implied, started);
+            r.readiness_implied = true;
+        }
+        if (spec.liveness.set())
+            r.liveness.emplace(spec.liveness, started);
+        else if (health.set())
+            r.liveness.emplace(health, started);
+    }
+
+    // When supervision of `d` has something to do next (probes, restarts,
+    // kills past their grace); max() when nothing.
+    Clock::time_point next_supervision_locked(const Deployment& d) const {
+        auto wake = Clock::time_point::max();
+        for (auto& [id, r] : d.replicas) {
+            if (awaiting_restart(*r)) {
+                wake = std::min(wake, r->restart_at);
+            } else if (r->killing) {
+                wake = std::min(wake, r->kill_at);
+            } else if (probed(*r)) {
+                if (!r->started) {
+                    if (r->startup) wake = std::min(wake, r->startup->next_due());
+                    continue;
+                }
+                if (r->state == "starting" && !r->readiness) return Clock::time_point::min();
+                if (r->readiness) wake = std::min(wake, r->readiness->next_due());
+                if (r->liveness) wake = std::min(wake, r->liveness->next_due());
+            }
+        }
+        return wake;
+    }
+
+    // Removes the directory that holds a previous instance's log.
+    void remove_previous_log(const std::string& previous_log) {
+        if (previous_log.empty()) return;
+        auto dir = std::filesystem::path(previous_log).parent_path();
+        if (dir.parent_path() != host.root()) return;  // not one of ours
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+
     void on_exit(const std::string& id, uint64_t token, int status) {
         std::string message;
         std::filesystem::path log;
+        ReplicaPtr r;
         {
             std::lock_guard lock(mu);
-            ReplicaPtr r;
             for (auto& [name, d] : deployments) {
                 auto it = d->replicas.find(id);
                 if (it != d->replicas.end()) r = it->second;
             }
             if (!r || r->watch_token != token) return;
-            if (r->state == "stopping" || r->state == "restarting" || r->state == "exited") return;
+            if (r->state == "stopping" || r->state == "restarting" || r->state == "completed" ||
+                awaiting_restart(*r))
+                return;
             remove_from_router_locked(*r);
-            r->state = "exited";
             r->last_exit = status;
-            int delay = backoff_locked(*r, Clock::now());
-            message = r->deployment + ": replica " + r->id + " exited" +
-                      (status >= 0 ? " with status " + std::to_string(status) : std::string()) +
-                      "; restarting in " + std::to_string(delay) + "s";
+            std::string why = r->killing ? r->message + "; " : std::string();
+            r->killing = false;
+            std::string how =
+                status >= 0 ? "exited with status " + std::to_string(status) : "exited";
+            if (!restarts_after(r->spec.restart_policy, status)) {
+                r->state = "completed";
+                r->message = why + how + "; restart policy " + policy_name(r->spec.restart_policy) +
+                             ": not restarted";
+            } else {
+                int delay = backoff_locked(*r, Clock::now());
+                if (r->backoff_step >= 2) {
+                    r->state = "CrashLoopBackOff";
+                    r->message = why + "back-off " + std::to_string(delay) +
+                                 "s restarting failed container (exit " + std::to_string(status) +
+                                 ")";
+                } else {
+                    r->state = "exited";
+                    r->message = why + how + "; restarting in " + std::to_string(delay) + "s";
+                }
+            }
+            message = r->deployment + ": replica " + r->id + " " + r->message;
             log = host.log_path(r->id);
             cv.notify_all();
+        }
+        try {
+            persist(r);
+        } catch (...) {
         }
         if (auto tail = log_tail(log); !tail.empty()) message += "; its last output: " + tail;
         emit("replica", message);
@@ -479,7 +660,8 @@ struct DeploymentController::Impl {
             id = r->id;
             spec = r->spec;
         }
-        auto options = bundle_options(id, spec, image);
+        auto options = pod_bundle_options(image.config.config, spec, id,
+                                          host.bundle_dir(id) / kPodDirName, volumes);
         int pid = host.start(id, image.manifest, image.config, options);
         uint64_t token;
         {
@@ -489,10 +671,26 @@ struct DeploymentController::Impl {
             r->started_at = Clock::now();
             r->netns.reset();
             r->stop_signal = parse_stop_signal(image.config.config.stop_signal);
+            r->killing = false;
+            r->message.clear();
+            init_probes_locked(*r, image.config.config, r->started_at);
             token = r->watch_token = next_token++;
+            cv.notify_all();
         }
         persist(r);
         watch(r, pid, token);
+    }
+
+    // The lowest index no other replica of `revision` has.
+    static int free_index_locked(const Deployment& d, int revision, const Replica* except) {
+        std::set<int> used;
+        for (auto& [id, o] : d.replicas)
+            if (o.get() != except && o->revision == revision && o->state != "stopping")
+                used.insert(o->index);
+        int index = 0;
+        while (used.count(index))
+            ++index;
+        return index;
     }
 
     ReplicaPtr start_replica(const DeploymentPtr& d, const DeploymentSpec& spec, int revision,
@@ -503,6 +701,10 @@ struct DeploymentController::Impl {
         r->revision = revision;
         r->digest = image.digest;
         r->spec = spec;
+        {
+            std::lock_guard lock(mu);
+            r->index = free_index_locked(*d, revision, nullptr);
+        }
         // The row exists before the container does: a crash never orphans one.
         persist(r);
         {
@@ -510,7 +712,8 @@ struct DeploymentController::Impl {
             d->replicas[r->id] = r;
         }
         emit("replica", spec.name + ": starting replica " + r->id + " (revision " +
-                            std::to_string(revision) + ", " + short_digest(image.digest) + ")");
+                            std::to_string(revision) + ", index " + std::to_string(r->index) +
+                            ", " + short_digest(image.digest) + ")");
         try {
             launch(r, image);
         } catch (const std::exception& e) {
@@ -529,33 +732,37 @@ struct DeploymentController::Impl {
     }
 
     // An exited replica comes back as a new container of the same revision
-    // (a fresh id, so the old bundle can go entirely); its restart count and
-    // backoff carry over.
+    // and index (a fresh id, so the old bundle can go); its restart count and
+    // backoff carry over, and the old instance's log stays as the previous log.
     void restart(const DeploymentPtr& d, const ReplicaPtr& r) {
-        std::string old_id, new_id;
+        std::string old_id, new_id, older_log;
         DeploymentSpec spec;
         oci::Digest digest;
         {
             std::lock_guard lock(mu);
-            if (r->state != "exited") return;
+            if (!awaiting_restart(*r)) return;
             r->state = "restarting";
             old_id = r->id;
             spec = r->spec;
             digest = r->digest;
+            older_log = r->previous_log;
         }
         new_id = spec.name + "-" + std::to_string(r->revision) + "-" + random_suffix();
         try {
-            host.remove(old_id);
+            host.remove(old_id, /*keep_log=*/true);
             {
                 std::lock_guard lock(mu);
                 d->replicas.erase(old_id);
                 r->id = new_id;
+                r->previous_log = host.log_path(old_id).string();
                 ++r->restarts;
                 d->replicas[new_id] = r;
             }
             persist(r);  // the new row before the new container
             records.delete_replica(old_id);
-            emit("replica", spec.name + ": restarting replica " + old_id + " as " + new_id);
+            if (older_log != host.log_path(old_id).string()) remove_previous_log(older_log);
+            emit("replica", spec.name + ": restarting replica " + old_id + " as " + new_id +
+                                " (restart " + std::to_string(r->restarts) + ")");
             launch(r, load_image(spec.image_repository, digest));
         } catch (const std::exception& e) {
             int delay;
@@ -563,25 +770,46 @@ struct DeploymentController::Impl {
                 std::lock_guard lock(mu);
                 r->state = "exited";
                 delay = backoff_locked(*r, Clock::now());
+                r->message = std::string("restart failed: ") + e.what() + "; retrying in " +
+                             std::to_string(delay) + "s";
             }
             emit("replica", spec.name + ": restarting replica " + old_id + " failed: " + e.what() +
                                 "; retrying in " + std::to_string(delay) + "s");
         }
     }
 
-    // One readiness probe: a connection to the container port inside the
-    // replica's network namespace.
+    // Runs the probes of `r` that are due and acts on the results: startup
+    // first (liveness and readiness wait until it passed; failing it kills the
+    // container), then liveness (failing: killed with the stop signal, SIGKILL
+    // after the grace period; restarted per policy) and readiness (passing:
+    // "ready" and in the router; failing after being ready: "unready" and out
+    // of the router until it passes again).
     void probe(const ReplicaPtr& r) {
+        enum Which { Startup, Liveness, Readiness };
         int pid;
-        uint16_t port;
+        std::string id;
         std::shared_ptr<fs::Fd> netns;
+        std::vector<std::pair<Which, ProbeSpec>> due;
+        bool ready_at_once = false;
+        auto now = Clock::now();
         {
             std::lock_guard lock(mu);
-            if (r->state != "starting") return;
+            if (!probed(*r)) return;
             pid = r->pid;
-            port = r->spec.container_port;
+            id = r->id;
             netns = r->netns;
+            if (!r->started) {
+                if (r->startup && r->startup->due(now))
+                    due.emplace_back(Startup, r->startup->spec());
+            } else {
+                if (r->liveness && r->liveness->due(now))
+                    due.emplace_back(Liveness, r->liveness->spec());
+                if (r->readiness && r->readiness->due(now))
+                    due.emplace_back(Readiness, r->readiness->spec());
+                ready_at_once = r->state == "starting" && !r->readiness;
+            }
         }
+        if (due.empty() && !ready_at_once) return;
         if (!netns) {
             try {
                 netns = std::make_shared<fs::Fd>(open_netns(pid));
@@ -589,37 +817,147 @@ struct DeploymentController::Impl {
                 return;  // gone: the exit watcher reports it
             }
         }
-        bool ready = port == 0 ||
-                     static_cast<bool>(connect_in_netns(netns->get(), port, kProbeConnectTimeout));
-        std::string message;
+        ProbeTarget target{netns->get(), id, &host.runc()};
+        std::vector<std::pair<Which, ProbeOutcome>> results;
+        for (auto& [which, spec] : due)
+            results.emplace_back(which, run_probe(spec, target));
+
+        std::vector<std::string> events;
+        std::string kill_reason;
+        int kill_signal = SIGTERM;
         {
             std::lock_guard lock(mu);
-            if (r->state != "starting" || r->pid != pid) return;
+            if (!probed(*r) || r->pid != pid || r->id != id) return;
             r->netns = netns;
-            if (!ready) return;
-            r->state = "ready";
-            add_to_router_locked(*r);
-            message = r->deployment + ": replica " + r->id + " is ready";
-            cv.notify_all();
+            now = Clock::now();
+            auto go_ready = [&] {
+                bool was_unready = r->state == "unready";
+                r->state = "ready";
+                r->message.clear();
+                add_to_router_locked(*r);
+                events.push_back(
+                    r->deployment + ": replica " + r->id +
+                    (was_unready ? " is ready again (back in the router)" : " is ready"));
+                cv.notify_all();
+            };
+            for (auto& [which, outcome] : results) {
+                if (!kill_reason.empty()) break;
+                if (which == Startup) {
+                    auto result = r->startup->record(outcome.ok, now);
+                    if (result == ProbeState::Result::Success) {
+                        r->started = true;
+                        r->startup.reset();
+                        events.push_back(r->deployment + ": replica " + r->id +
+                                         " passed its startup probe");
+                    } else if (result == ProbeState::Result::Failure) {
+                        kill_reason = "startup probe failed: " + outcome.message;
+                    }
+                } else if (which == Liveness) {
+                    if (r->liveness->record(outcome.ok, now) == ProbeState::Result::Failure)
+                        kill_reason = "liveness probe failed: " + outcome.message;
+                } else {
+                    auto result = r->readiness->record(outcome.ok, now);
+                    if (result == ProbeState::Result::Success && r->state != "ready") {
+                        go_ready();
+                        if (r->readiness_implied) r->readiness.reset();  // only gates the start
+                    } else if (!outcome.ok && r->state != "ready") {
+                        r->message = "not ready: " + outcome.message;
+                    } else if (result == ProbeState::Result::Failure && r->state == "ready") {
+                        r->state = "unready";
+                        r->message = "readiness probe failed: " + outcome.message;
+                        remove_from_router_locked(*r);
+                        events.push_back(r->deployment + ": replica " + r->id +
+                                         " is not ready (out of the router): " + outcome.message);
+                        cv.notify_all();
+                    }
+                }
+            }
+            if (kill_reason.empty() && r->started && r->state == "starting" && !r->readiness)
+                go_ready();
+            if (!kill_reason.empty()) {
+                r->killing = true;
+                r->kill_at = now + r->spec.stop_grace;
+                r->message = kill_reason;
+                kill_signal = r->stop_signal;
+                remove_from_router_locked(*r);
+                cv.notify_all();
+            }
         }
-        emit("replica", message);
+        for (auto& e : events)
+            emit("replica", e);
+        if (!kill_reason.empty()) {
+            emit("replica", r->deployment + ": replica " + id + " " + kill_reason +
+                                "; stopping it (signal " + std::to_string(kill_signal) + ")");
+            try {
+                host.runc().kill(id, kill_signal);
+            } catch (const std::exception&) {
+                // Gone meanwhile: the exit watcher reports it.
+            }
+        }
     }
 
-    // Restarts replicas whose backoff passed and probes starting ones.
+    // Restarts replicas whose backoff passed, kills those a probe failed once
+    // their grace period is over, and runs the probes that are due.
     void pump(const DeploymentPtr& d) {
-        std::vector<ReplicaPtr> due, starting;
+        std::vector<ReplicaPtr> due, killing, probing;
         auto now = Clock::now();
         {
             std::lock_guard lock(mu);
             for (auto& [id, r] : d->replicas) {
-                if (r->state == "exited" && r->restart_at <= now) due.push_back(r);
-                if (r->state == "starting") starting.push_back(r);
+                if (awaiting_restart(*r) && r->restart_at <= now) due.push_back(r);
+                if (r->killing && r->kill_at <= now) killing.push_back(r);
+                if (probed(*r)) probing.push_back(r);
             }
         }
         for (auto& r : due)
             restart(d, r);
-        for (auto& r : starting)
+        for (auto& r : killing) {
+            std::string id;
+            {
+                std::lock_guard lock(mu);
+                if (!r->killing) continue;
+                id = r->id;
+                r->kill_at = Clock::now() + kProbeConnectTimeout;  // again if it survives
+            }
+            try {
+                host.runc().kill(id, SIGKILL);
+            } catch (const std::exception&) {
+            }
+        }
+        for (auto& r : probing)
             probe(r);
+    }
+
+    // Replica `index` of deployment `name` (the latest revision's when
+    // several have it; a ready one first); without an index, the lowest ready
+    // one, else the lowest. Throws naming what exists.
+    ReplicaPtr pick_replica_locked(const std::string& name, std::optional<int> index) const {
+        auto it = deployments.find(name);
+        if (it == deployments.end())
+            throw Error("deployment " + name +
+                        " does not exist; `cascade get deployments` lists the deployments");
+        ReplicaPtr best;
+        std::set<int> indexes;
+        auto better = [&](const ReplicaPtr& a, const ReplicaPtr& b) {
+            bool ar = a->state == "ready", br = b->state == "ready";
+            if (!index && ar != br) return ar;
+            if (a->index != b->index) return a->index < b->index;
+            if (ar != br) return ar;
+            return a->revision > b->revision;
+        };
+        for (auto& [id, r] : it->second->replicas) {
+            if (r->state == "stopping") continue;
+            indexes.insert(r->index);
+            if (index && r->index != *index) continue;
+            if (!best || better(r, best)) best = r;
+        }
+        if (best) return best;
+        if (indexes.empty()) throw Error("deployment " + name + " has no replicas");
+        std::string have;
+        for (int i : indexes)
+            have += (have.empty() ? "" : ", ") + std::to_string(i);
+        throw Error("deployment " + name + " has no replica " + std::to_string(index.value_or(0)) +
+                    " (its replicas: " + have + ")");
     }
 
     // Waits (pumping) until every replica in `rs` is ready; returns those
@@ -666,6 +1004,12 @@ struct DeploymentController::Impl {
         try {
             host.stop(id, grace, signal);
             records.delete_replica(id);
+            std::string previous;
+            {
+                std::lock_guard lock(mu);
+                previous = r->previous_log;
+            }
+            remove_previous_log(previous);
             emit("replica", r->deployment + ": replica " + id + " (revision " +
                                 std::to_string(r->revision) + ") stopped");
         } catch (const std::exception& e) {
@@ -706,9 +1050,114 @@ struct DeploymentController::Impl {
 
     // ---- rollouts -----------------------------------------------------------
 
+    // A new replica that exited this many times during its rollout has crashed.
+    static constexpr int kCrashExits = 3;
+
+    // How roll_to ended.
+    struct Outcome {
+        enum class Kind { Done, Interrupted, Failed };
+        Kind kind = Kind::Done;
+        std::string message;  // Failed: what failed
+    };
+
     void fail(const DeploymentPtr& d, const std::string& message) {
         set_phase(d, "Failed", message);
         emit("rollout", d->name + ": " + message);
+    }
+
+    bool stopping(const DeploymentPtr& d) {
+        std::lock_guard lock(mu);
+        return d->stop;
+    }
+
+    // A rollout step stops when the worker stops, the deployment is paused or
+    // a newer rollout was asked for (resume continues; the newer one supersedes).
+    static bool interrupted_locked(const Deployment& d) {
+        return d.stop || d.paused || d.rollout_requested;
+    }
+
+    // The phase that follows from the revisions: Paused, Failed while the
+    // latest revision failed or is an automatic rollback (its message says
+    // why), else Running.
+    static std::pair<std::string, std::string> settled_phase_locked(const Deployment& d) {
+        if (d.paused)
+            return {"Paused", "paused at revision " + std::to_string(d.revision) +
+                                  "; `cascade rollout resume " + d.name + "` continues"};
+        if (!d.revisions.empty()) {
+            auto& latest = d.revisions.back();
+            if (latest.status == "Failed" || latest.cause.rfind("rollback to", 0) == 0)
+                return {"Failed", latest.message};
+        }
+        return {"Running", ""};
+    }
+
+    void settle(const DeploymentPtr& d) {
+        {
+            std::lock_guard lock(mu);
+            std::tie(d->phase, d->message) = settled_phase_locked(*d);
+        }
+        persist(d);
+    }
+
+    void set_revision_status(const DeploymentPtr& d, int revision, const std::string& status,
+                             const std::string& message) {
+        std::optional<RevisionInfo> copy;
+        {
+            std::lock_guard lock(mu);
+            for (auto& r : d->revisions)
+                if (r.revision == revision) {
+                    r.status = status;
+                    r.message = message;
+                    copy = r;
+                }
+        }
+        if (copy) records.save_revision(d->name, *copy);
+    }
+
+    // Records a new revision (the deployment's template becomes `tmpl`, its
+    // replica count and trigger stay); ones still rolling out are superseded.
+    int add_revision(const DeploymentPtr& d, const oci::Digest& digest, const DeploymentSpec& tmpl,
+                     const std::string& cause, const std::string& message) {
+        RevisionInfo info;
+        std::vector<RevisionInfo> superseded;
+        {
+            std::lock_guard lock(mu);
+            info.revision = d->revision + 1;
+            if (!d->revisions.empty())
+                info.revision = std::max(info.revision, d->revisions.back().revision + 1);
+            for (auto& r : d->revisions)
+                if (r.status == "RollingOut" || r.status == "Pending") {
+                    r.status = "Superseded";
+                    r.message = "superseded by revision " + std::to_string(info.revision);
+                    superseded.push_back(r);
+                }
+            int replicas = d->spec.replicas;
+            bool automatic = d->spec.automatic;
+            d->spec = tmpl;
+            d->spec.name = d->name;
+            d->spec.replicas = replicas;
+            d->spec.automatic = automatic;
+            info.digest = digest;
+            info.spec = d->spec;
+            info.cause = cause;
+            info.status = "RollingOut";
+            info.message = message;
+            info.created_unix = static_cast<int64_t>(::time(nullptr));
+            d->revisions.push_back(info);
+            d->revision = info.revision;
+            d->digest = digest;
+            d->template_pending = false;
+            d->phase = "RollingOut";
+            d->message = "rolling out revision " + std::to_string(info.revision) + " (" +
+                         digest.str() + "): " + cause;
+        }
+        for (auto& r : superseded)
+            records.save_revision(d->name, r);
+        records.save_revision(d->name, info);
+        persist(d);
+        emit("rollout", d->name + ": rollout to revision " + std::to_string(info.revision) + " (" +
+                            short_digest(digest) + ") started: " + cause);
+        return info.revision;
     }
 
     std::string not_ready_message(const ReplicaPtr& r, int revision, const Image& image,
@@ -722,130 +1171,381 @@ struct DeploymentController::Impl {
         auto tail = log_tail(host.log_path(id));
         std::string msg = "rollout to revision " + std::to_string(revision) + " (" +
                           image.digest.str() + ") failed: replica " + id;
-        if (state == "exited" || state == "restarting")
-            msg += " keeps exiting";
+        if (state == "exited" || state == "restarting" || state == "CrashLoopBackOff")
+            msg += " keeps exiting and was not ready";
+        else if (spec.readiness.set())
+            msg += " did not pass its readiness probe";
         else
             msg += " did not accept connections on port " + std::to_string(spec.container_port);
-        msg += " within " + std::to_string(spec.strategy.timeout.count()) +
-               "s; the previous replicas keep serving";
+        msg += " within " + std::to_string(spec.strategy.timeout.count()) + "s";
         if (!tail.empty()) msg += "; its last output: " + tail;
         return msg;
     }
 
-    // Brings the deployment to spec.replicas ready replicas of `revision`,
-    // replacing the others one at a time: start new → ready → into the
-    // router → old out of the router → drained → stopped.
-    void roll_to(const DeploymentPtr& d, const DeploymentSpec& spec, int revision,
-                 const Image& image) {
-        std::vector<ReplicaPtr> old;
-        std::vector<ReplicaPtr> current;
+    std::string crash_message(const ReplicaPtr& r, int revision, const Image& image, int exits) {
+        std::string state, id;
+        int last_exit;
         {
             std::lock_guard lock(mu);
-            for (auto& [id, r] : d->replicas) {
-                if (r->state == "stopping") continue;
-                (r->revision == revision ? current : old).push_back(r);
-            }
+            state = r->state;
+            id = r->id;
+            last_exit = r->last_exit;
         }
-        // Replicas that do not serve go first; then the oldest revisions.
-        auto order = [](const ReplicaPtr& a, const ReplicaPtr& b) {
-            bool ar = a->state == "ready", br = b->state == "ready";
-            if (ar != br) return !ar;
-            return a->revision < b->revision;
-        };
-        {
-            std::lock_guard lock(mu);
-            std::stable_sort(old.begin(), old.end(), order);
-            std::stable_sort(current.begin(), current.end(), order);
-        }
-        int want = spec.replicas;
-        // Too many of this revision (scaled down): the extra ones go.
-        while (static_cast<int>(current.size()) > want) {
-            retire(d, current.front(), spec.stop_grace);
-            current.erase(current.begin());
-        }
-        int have = static_cast<int>(current.size());
+        auto tail = log_tail(host.log_path(id));
+        std::string msg = "rollout to revision " + std::to_string(revision) + " (" +
+                          image.digest.str() + ") failed: replica " + id + " crashed (exited " +
+                          std::to_string(exits) + " time" + (exits == 1 ? "" : "s") +
+                          ", last status " + std::to_string(last_exit) +
+                          (state == "CrashLoopBackOff" ? ", CrashLoopBackOff" : "") + ")";
+        if (!tail.empty()) msg += "; its last output: " + tail;
+        return msg;
+    }
 
-        if (old.empty() && have < want) {
-            // Nothing to replace: start what is missing at once.
-            std::vector<ReplicaPtr> started;
-            for (; have < want; ++have) {
-                try {
-                    started.push_back(start_replica(d, spec, revision, image));
-                } catch (const std::exception& e) {
-                    fail(d, e.what());
-                    return;
-                }
-            }
-            auto unready = wait_ready(d, started, spec.strategy.timeout);
-            if (stopping(d)) return;
-            if (!unready.empty()) {
-                auto msg = not_ready_message(unready.front(), revision, image, spec);
-                for (auto& r : unready)
-                    retire(d, r, spec.stop_grace);
-                fail(d, msg);
-                return;
-            }
-        }
-        while (have < want || !old.empty()) {
-            if (stopping(d)) return;
-            if (have < want) {
-                ReplicaPtr r;
-                try {
-                    r = start_replica(d, spec, revision, image);
-                } catch (const std::exception& e) {
-                    fail(d, e.what());
-                    return;
-                }
-                auto unready = wait_ready(d, {r}, spec.strategy.timeout);
-                if (stopping(d)) return;
-                if (!unready.empty()) {
-                    auto msg = not_ready_message(r, revision, image, spec);
-                    retire(d, r, spec.stop_grace);
-                    fail(d, msg);
-                    return;
-                }
-                ++have;
-            }
-            if (!old.empty()) {
-                retire(d, old.front(), spec.stop_grace);
-                old.erase(old.begin());
-            }
-        }
-        // Re-adopted or restarted replicas of this revision: wait until they serve.
-        std::vector<ReplicaPtr> all;
+    // Replicas of other revisions that run the same digest and template
+    // become replicas of `revision` (a rollback or undo keeps them).
+    void adopt_replicas(const DeploymentPtr& d, int revision, const DeploymentSpec& tmpl,
+                        const oci::Digest& digest) {
+        std::vector<ReplicaPtr> adopted;
         {
             std::lock_guard lock(mu);
             for (auto& [id, r] : d->replicas)
-                if (r->state != "stopping") all.push_back(r);
+                if (r->state != "stopping" && r->revision != revision && r->digest == digest &&
+                    !template_changed(r->spec, tmpl)) {
+                    r->revision = revision;
+                    adopted.push_back(r);
+                }
         }
-        wait_ready(d, all, spec.strategy.timeout);
-        if (stopping(d)) return;
-        set_phase(d, "Running", "");
+        for (auto& r : adopted)
+            persist(r);
     }
 
-    bool stopping(const DeploymentPtr& d) {
-        std::lock_guard lock(mu);
-        return d->stop;
+    // Pumps (probes, restarts) until `period` passed, a replica changed
+    // state, `deadline` passed or the step is interrupted.
+    void idle(const DeploymentPtr& d, Clock::duration period, Clock::time_point deadline) {
+        auto until = std::min(Clock::now() + period, deadline);
+        auto signature = [&] {
+            std::string s;
+            for (auto& [id, r] : d->replicas)
+                s += id + "=" + r->state + ";";
+            return s;
+        };
+        std::string before;
+        {
+            std::lock_guard lock(mu);
+            before = signature();
+        }
+        while (true) {
+            {
+                std::unique_lock lock(mu);
+                if (interrupted_locked(*d) || Clock::now() >= until) return;
+                cv.wait_until(lock, std::min(until, Clock::now() + kProbeInterval),
+                              [&] { return interrupted_locked(*d); });
+            }
+            pump(d);
+            std::lock_guard lock(mu);
+            if (signature() != before) return;
+        }
     }
 
-    // A rollout request: the tag moved or the spec changed.
+    // Brings the deployment to spec.replicas (read at every step: scaling
+    // applies at once) ready replicas of `revision`, made from `tmpl` and
+    // `image`, by the template's strategy:
+    //  Rolling: at most replicas+maxSurge replicas and at least
+    //   replicas-maxUnavailable ready ones at any time; new ones start as the
+    //   surge allows (a batch per update period), old ones go as new ones
+    //   become ready (unready ones first, then the oldest revisions);
+    //  Recreate: every old replica stopped (drained) first, then the new ones.
+    // Fails when a new replica crashes or they are not all ready within the
+    // strategy's timeout; the caller rolls back.
+    Outcome roll_to(const DeploymentPtr& d, int revision, const DeploymentSpec& tmpl,
+                    const Image& image, bool adopt) {
+        const auto& strategy = tmpl.strategy;
+        const bool recreate = strategy.type == RolloutStrategy::Type::Recreate;
+        const auto deadline = Clock::now() + strategy.timeout;
+        if (adopt) adopt_replicas(d, revision, tmpl, image.digest);
+        if (recreate) {
+            std::vector<std::pair<DeploymentPtr, ReplicaPtr>> old;
+            {
+                std::lock_guard lock(mu);
+                if (interrupted_locked(*d)) return {Outcome::Kind::Interrupted, ""};
+                for (auto& [id, r] : d->replicas)
+                    if (r->revision != revision && r->state != "stopping") old.emplace_back(d, r);
+            }
+            if (!old.empty()) {
+                emit("rollout", d->name + ": Recreate: stopping the " + std::to_string(old.size()) +
+                                    " replicas of older revisions");
+                retire_all(old);
+            }
+        }
+        auto is_ready = [](const ReplicaPtr& r) { return r->state == "ready"; };
+        auto exits = [](const Replica& r) {
+            bool down =
+                r.state == "exited" || r.state == "CrashLoopBackOff" || r.state == "completed";
+            return r.restarts + (down ? 1 : 0);
+        };
+        // Exits before this rollout do not count as crashes of it.
+        std::map<const Replica*, int> exits_before;
+        {
+            std::lock_guard lock(mu);
+            for (auto& [id, r] : d->replicas)
+                if (r->revision == revision) exits_before[r.get()] = exits(*r);
+        }
+        // Unready first, then older revisions first.
+        auto order = [&](const ReplicaPtr& a, const ReplicaPtr& b) {
+            bool ar = is_ready(a), br = is_ready(b);
+            if (ar != br) return !ar;
+            return a->revision < b->revision;
+        };
+        Clock::time_point next_batch{};
+        while (true) {
+            pump(d);
+            std::vector<ReplicaPtr> retiring;
+            ReplicaPtr crashed, late;
+            int crashed_exits = 0, start = 0;
+            bool done = false, completed = false;
+            auto now = Clock::now();
+            {
+                std::lock_guard lock(mu);
+                if (interrupted_locked(*d)) return {Outcome::Kind::Interrupted, ""};
+                std::vector<ReplicaPtr> fresh, old;
+                for (auto& [id, r] : d->replicas) {
+                    if (r->state == "stopping") continue;
+                    (r->revision == revision ? fresh : old).push_back(r);
+                }
+                std::stable_sort(fresh.begin(), fresh.end(), order);
+                std::stable_sort(old.begin(), old.end(), order);
+                int want = std::max(0, d->spec.replicas);
+                int fresh_ready = 0, old_ready = 0;
+                for (auto& r : fresh) {
+                    fresh_ready += is_ready(r);
+                    auto before = exits_before.find(r.get());
+                    int n = exits(*r) - (before == exits_before.end() ? 0 : before->second);
+                    if (!crashed && n > 0 &&
+                        (n >= kCrashExits || r->state == "CrashLoopBackOff" ||
+                         r->state == "completed")) {
+                        crashed = r;
+                        crashed_exits = exits(*r);
+                        completed = r->state == "completed";
+                    }
+                    if (!late && !is_ready(r)) late = r;
+                }
+                for (auto& r : old)
+                    old_ready += is_ready(r);
+                int fresh_n = static_cast<int>(fresh.size());
+                int old_n = static_cast<int>(old.size());
+                if (fresh_n == want && fresh_ready == want && old.empty()) {
+                    done = true;
+                } else if (!crashed && now < deadline) {
+                    int surge = std::max(0, strategy.max_surge.resolve(want, true));
+                    int unavailable = std::max(0, strategy.max_unavailable.resolve(want, false));
+                    if (surge == 0 && unavailable == 0) unavailable = 1;
+                    int min_ready = recreate ? 0 : std::max(0, want - unavailable);
+                    int max_total = recreate ? want : want + surge;
+                    int ready = fresh_ready + old_ready;
+                    // Scaled down during the rollout: the surplus new ones go.
+                    for (auto& r : fresh) {
+                        if (fresh_n <= want) break;
+                        retiring.push_back(r);
+                        --fresh_n;
+                        ready -= is_ready(r);
+                    }
+                    // Old replicas that do not serve (except ones still starting).
+                    for (auto& r : old)
+                        if (!is_ready(r) && r->state != "starting") {
+                            retiring.push_back(r);
+                            --old_n;
+                        }
+                    // Old ready ones while enough stay ready.
+                    for (auto& r : old)
+                        if (is_ready(r) && ready - 1 >= min_ready) {
+                            retiring.push_back(r);
+                            --old_n;
+                            --ready;
+                        }
+                    // No room to surge: an old one still starting makes room.
+                    if (fresh_n < want && fresh_n + old_n >= max_total)
+                        for (auto& r : old)
+                            if (r->state == "starting") {
+                                retiring.push_back(r);
+                                --old_n;
+                                break;
+                            }
+                    start = std::min(max_total - (fresh_n + old_n), want - fresh_n);
+                    if (start > 0 && now < next_batch) start = 0;
+                }
+            }
+            if (done) return {Outcome::Kind::Done, ""};
+            if (crashed) {
+                if (completed)
+                    return {Outcome::Kind::Failed,
+                            crash_message(crashed, revision, image, std::max(1, crashed_exits)) +
+                                "; its restart policy keeps it down"};
+                return {Outcome::Kind::Failed,
+                        crash_message(crashed, revision, image, crashed_exits)};
+            }
+            if (now >= deadline) {
+                if (late)
+                    return {Outcome::Kind::Failed, not_ready_message(late, revision, image, tmpl)};
+                return {Outcome::Kind::Failed, "rollout to revision " + std::to_string(revision) +
+                                                   " (" + image.digest.str() +
+                                                   ") did not complete within " +
+                                                   std::to_string(strategy.timeout.count()) + "s"};
+            }
+            if (!retiring.empty()) {
+                std::vector<std::pair<DeploymentPtr, ReplicaPtr>> rs;
+                for (auto& r : retiring)
+                    rs.emplace_back(d, r);
+                retire_all(rs);
+            }
+            if (start > 0) {
+                next_batch = Clock::now() + strategy.update_period;
+                for (int i = 0; i < start; ++i) {
+                    try {
+                        start_replica(d, tmpl, revision, image);
+                    } catch (const std::exception& e) {
+                        return {Outcome::Kind::Failed, e.what()};
+                    }
+                }
+            }
+            if (retiring.empty() && start == 0) {
+                auto wake = deadline;
+                if (next_batch > Clock::now()) wake = std::min(wake, next_batch);
+                idle(d, strategy.interval, wake);
+            }
+        }
+    }
+
+    // Rolls out `revision` and records how it ended: Complete; paused or
+    // superseded (resume or the next rollout continues); Failed, and rolled
+    // back when `rollback` (not for a rollback itself).
+    void run_revision(const DeploymentPtr& d, int revision, const DeploymentSpec& tmpl,
+                      const Image& image, bool adopt, bool rollback) {
+        auto outcome = roll_to(d, revision, tmpl, image, adopt);
+        if (outcome.kind == Outcome::Kind::Done) {
+            std::string message;
+            {
+                std::lock_guard lock(mu);
+                std::erase(d->failed_digests, image.digest);
+                for (auto& r : d->revisions)
+                    if (r.revision == revision) message = r.message;
+            }
+            set_revision_status(d, revision, "Complete", message);
+            settle(d);
+            int replicas;
+            {
+                std::lock_guard lock(mu);
+                replicas = d->spec.replicas;
+            }
+            emit("rollout", d->name + ": rollout to revision " + std::to_string(revision) +
+                                " complete (" + std::to_string(replicas) + " replicas)");
+            return;
+        }
+        if (outcome.kind == Outcome::Kind::Interrupted) {
+            bool paused;
+            {
+                std::lock_guard lock(mu);
+                paused = d->paused && !d->stop;
+                if (paused) d->reconcile_requested = true;  // resume continues
+            }
+            if (paused) settle(d);
+            return;
+        }
+        if (rollback) {
+            roll_back(d, revision, image.digest, outcome.message);
+            return;
+        }
+        std::string previous;
+        {
+            std::lock_guard lock(mu);
+            for (auto& r : d->revisions)
+                if (r.revision == revision) previous = r.message;
+        }
+        auto message = previous.empty()
+                           ? outcome.message
+                           : previous + "; rolling back failed too: " + outcome.message;
+        set_revision_status(d, revision, "Failed", message);
+        fail(d, message);
+    }
+
+    // Revision `failed` did not make it: its replicas go, and the last
+    // Complete revision's digest and template come back as a new revision
+    // (replicas of it that still run are kept). The digest is remembered as
+    // failed, so the image trigger does not roll it out again.
+    void roll_back(const DeploymentPtr& d, int failed, const oci::Digest& digest,
+                   const std::string& reason) {
+        std::optional<RevisionInfo> good;
+        std::vector<std::pair<DeploymentPtr, ReplicaPtr>> doomed;
+        {
+            std::lock_guard lock(mu);
+            for (auto it = d->revisions.rbegin(); it != d->revisions.rend(); ++it)
+                if (it->revision < failed && it->status == "Complete") {
+                    good = *it;
+                    break;
+                }
+            for (auto& [id, r] : d->replicas)
+                if (r->revision == failed && r->state != "stopping") doomed.emplace_back(d, r);
+            if ((!good || good->digest != digest) &&
+                std::find(d->failed_digests.begin(), d->failed_digests.end(), digest) ==
+                    d->failed_digests.end())
+                d->failed_digests.push_back(digest);
+        }
+        retire_all(doomed);
+        set_revision_status(d, failed, "Failed", reason);
+        if (!good) {
+            fail(d, reason +
+                        "; no earlier revision completed, so there is nothing to roll back "
+                        "to: its replicas were stopped");
+            return;
+        }
+        auto message = reason + "; rolled back to revision " + std::to_string(good->revision);
+        Image image;
+        try {
+            image = load_image(good->spec.image_repository, good->digest);
+        } catch (const std::exception& e) {
+            fail(d, reason + "; rolling back to revision " + std::to_string(good->revision) +
+                        " failed: " + e.what());
+            return;
+        }
+        int next =
+            add_revision(d, good->digest, good->spec,
+                         "rollback to revision " + std::to_string(good->revision) + " (revision " +
+                             std::to_string(failed) + " failed: " + reason + ")",
+                         message);
+        emit("rollout", d->name + ": " + message + " (as revision " + std::to_string(next) + ")");
+        run_revision(d, next, good->spec, image, true, false);
+    }
+
+    // A rollout request: the tag moved, the spec changed, or restart, undo or
+    // retry asked for one.
     void rollout(const DeploymentPtr& d, bool spec_changed) {
         DeploymentSpec spec;
         std::optional<oci::Digest> current;
-        int revision;
-        std::string phase;
+        std::optional<RevisionInfo> latest;
+        std::optional<Request> forced;
         {
             std::lock_guard lock(mu);
             spec = d->spec;
             current = d->digest;
-            revision = d->revision;
-            phase = d->phase;
+            if (!d->revisions.empty()) latest = d->revisions.back();
+            forced = std::move(d->forced);
+            d->forced.reset();
             spec_changed = spec_changed || d->template_pending;
             d->template_pending = spec_changed;
         }
+        if (forced && forced->tmpl) {
+            int replicas = spec.replicas;
+            bool automatic = spec.automatic;
+            spec = *forced->tmpl;
+            spec.name = d->name;
+            spec.replicas = replicas;
+            spec.automatic = automatic;
+        }
         std::optional<Image> image;
         try {
-            image = resolve_tag(spec.image_repository, spec.image_tag);
+            if (forced && forced->digest)
+                image = load_image(spec.image_repository, *forced->digest);
+            else
+                image = resolve_tag(spec.image_repository, spec.image_tag);
         } catch (const std::exception& e) {
             fail(d, "resolving " + spec.image_repository + ":" + spec.image_tag +
                         " failed: " + e.what());
@@ -859,112 +1559,119 @@ struct DeploymentController::Impl {
                  spec.name + ": waiting for image " + spec.image_repository + ":" + spec.image_tag);
             return;
         }
-        if (!spec_changed && current && *current == image->digest) {
+        bool new_template = !latest || template_changed(latest->spec, spec);
+        bool same = current && *current == image->digest && !new_template;
+        if (same && !(forced && forced->fresh)) {
             // Already there (e.g. an event for a digest rolled out meanwhile).
-            if (phase != "Failed") roll_to(d, spec, revision, *image);
+            reconcile(d);
             return;
         }
-        int next = revision + 1;
+        bool failed_digest;
         {
             std::lock_guard lock(mu);
-            d->revision = next;
-            d->digest = image->digest;
-            d->template_pending = false;
-            d->phase = "RollingOut";
-            d->message =
-                "rolling out revision " + std::to_string(next) + " (" + image->digest.str() + ")";
+            failed_digest = std::find(d->failed_digests.begin(), d->failed_digests.end(),
+                                      image->digest) != d->failed_digests.end();
         }
-        persist(d);
-        emit("rollout", spec.name + ": rollout to revision " + std::to_string(next) + " (" +
-                            short_digest(image->digest) + ") started");
-        roll_to(d, spec, next, *image);
-        bool done;
-        {
-            std::lock_guard lock(mu);
-            done = d->phase == "Running" && d->revision == next;
+        if (!forced && !new_template && failed_digest) {
+            emit("rollout", d->name + ": " + short_digest(image->digest) +
+                                " was rolled back before; not rolled out again until a newer "
+                                "digest arrives or `cascade rollout retry " +
+                                d->name + "`");
+            reconcile(d);
+            return;
         }
-        if (done)
-            emit("rollout", spec.name + ": rollout to revision " + std::to_string(next) +
-                                " complete (" + std::to_string(spec.replicas) + " replicas)");
+        std::string cause;
+        if (forced)
+            cause = forced->cause;
+        else if (!latest)
+            cause = "initial";
+        else if (new_template)
+            cause = "config change";
+        else
+            cause = "image change (" + spec.image_repository + ":" + spec.image_tag + " → " +
+                    short_digest(image->digest) + ")";
+        int next = add_revision(d, image->digest, spec, cause, "");
+        run_revision(d, next, spec, *image, !(forced && forced->fresh), true);
     }
 
-    // After apply (unchanged template), recover or a restart of the worker:
-    // first start, a rollout that was interrupted, scaling.
+    // After apply (unchanged template), recover, resume or scale: the first
+    // start, a rollout that was interrupted (continued: it completes or rolls
+    // back), the replica count.
     void reconcile(const DeploymentPtr& d) {
-        DeploymentSpec spec;
-        std::optional<oci::Digest> digest;
-        int revision;
-        std::string phase;
+        std::optional<RevisionInfo> latest;
         {
             std::lock_guard lock(mu);
-            spec = d->spec;
-            digest = d->digest;
-            revision = d->revision;
-            phase = d->phase;
+            if (!d->revisions.empty()) latest = d->revisions.back();
         }
-        if (!digest || phase == "Waiting for image") {
+        if (!latest) {
             rollout(d, false);
             return;
         }
-        if (phase == "Failed") {
-            // Keep what serves; a new tag or spec starts the next rollout.
-            std::vector<ReplicaPtr> all;
-            {
-                std::lock_guard lock(mu);
-                for (auto& [id, r] : d->replicas)
-                    all.push_back(r);
-            }
-            wait_ready(d, all, spec.strategy.timeout);
+        // A failed revision without a good one before it: nothing runs until
+        // a new tag, spec, undo or retry.
+        if (latest->status == "Failed") {
+            settle(d);
             return;
         }
         Image image;
         try {
-            image = load_image(spec.image_repository, *digest);
+            image = load_image(latest->spec.image_repository, latest->digest);
         } catch (const std::exception& e) {
             fail(d, e.what());
             return;
         }
-        roll_to(d, spec, revision, image);
+        if (latest->status == "RollingOut" || latest->status == "Pending") {
+            emit("rollout", d->name + ": continuing the rollout of revision " +
+                                std::to_string(latest->revision));
+            run_revision(d, latest->revision, latest->spec, image, true,
+                         latest->cause.rfind("rollback to", 0) != 0);
+            return;
+        }
+        auto outcome = roll_to(d, latest->revision, latest->spec, image, true);
+        if (outcome.kind == Outcome::Kind::Done) {
+            settle(d);
+        } else if (outcome.kind == Outcome::Kind::Failed) {
+            fail(d, outcome.message);
+        } else {
+            bool paused;
+            {
+                std::lock_guard lock(mu);
+                paused = d->paused && !d->stop;
+                if (paused) d->reconcile_requested = true;
+            }
+            if (paused) settle(d);
+        }
     }
 
     // ---- the worker ---------------------------------------------------------
 
     void run_worker(const DeploymentPtr& d) {
-        auto next_probe = Clock::now();
         while (true) {
             bool do_rollout = false, spec_changed = false, do_reconcile = false;
             {
                 std::unique_lock lock(mu);
                 while (true) {
                     if (d->stop) return;
-                    if (d->rollout_requested || d->reconcile_requested) break;
-                    auto now = Clock::now();
-                    auto wake = Clock::time_point::max();
-                    bool due = false;
-                    for (auto& [id, r] : d->replicas) {
-                        if (r->state == "starting") {
-                            due = due || now >= next_probe;
-                            wake = std::min(wake, next_probe);
-                        } else if (r->state == "exited") {
-                            due = due || r->restart_at <= now;
-                            wake = std::min(wake, r->restart_at);
-                        }
-                    }
-                    if (due) break;
+                    // Paused: only supervision (probes, restarts) until resume.
+                    if (!d->paused && (d->rollout_requested || d->reconcile_requested)) break;
+                    // Probes, restarts and kills that are due (supervision).
+                    auto wake = next_supervision_locked(*d);
+                    if (wake <= Clock::now()) break;
                     if (wake == Clock::time_point::max())
                         cv.wait(lock);
                     else
                         cv.wait_until(lock, wake);
                 }
-                do_rollout = d->rollout_requested;
-                spec_changed = d->spec_changed;
-                do_reconcile = d->reconcile_requested;
-                d->rollout_requested = d->spec_changed = d->reconcile_requested = false;
+                if (!d->paused) {
+                    do_rollout = d->rollout_requested;
+                    spec_changed = d->spec_changed;
+                    do_reconcile = d->reconcile_requested;
+                    d->rollout_requested = d->spec_changed = d->reconcile_requested = false;
+                }
                 d->busy = do_rollout || do_reconcile;
             }
             try {
                 pump(d);
-                next_probe = Clock::now() + kProbeInterval;
                 if (do_rollout)
                     rollout(d, spec_changed);
                 else if (do_reconcile)
@@ -1013,7 +1720,10 @@ struct DeploymentController::Impl {
         s.image = d.digest;
         s.phase = d.phase;
         s.message = d.message;
+        s.paused = d.paused;
+        s.failed_digests = d.failed_digests;
         for (auto& [id, r] : d.replicas) {
+            if (r->revision == d.revision && r->state != "stopping") ++s.updated;
             ReplicaStatus rs;
             rs.container_id = r->id;
             rs.revision = r->revision;
@@ -1021,6 +1731,9 @@ struct DeploymentController::Impl {
             rs.pid = r->pid;
             rs.state = r->state == "creating" ? "starting" : r->state;
             rs.restarts = r->restarts;
+            rs.index = r->index;
+            rs.last_exit = r->last_exit;
+            rs.message = r->message;
             if (r->state == "ready") ++s.ready;
             s.replicas.push_back(std::move(rs));
         }
@@ -1041,6 +1754,25 @@ struct DeploymentController::Impl {
             routes[route.name] = route;
         }
         for (auto& rec : records.deployments()) {
+            {
+                std::lock_guard lock(mu);
+                if (deployments.count(rec.spec.name)) continue;
+            }
+            auto revisions = records.revisions(rec.spec.name);
+            if (revisions.empty() && rec.digest) {
+                // Recorded before revisions were: the latest one as it was.
+                RevisionInfo r;
+                r.revision = rec.revision;
+                r.digest = *rec.digest;
+                r.spec = rec.spec;
+                r.cause = "initial";
+                r.status = rec.phase == "Running" ? "Complete"
+                           : rec.phase == "Failed" ? "Failed"
+                                                   : "RollingOut";
+                r.created_unix = static_cast<int64_t>(::time(nullptr));
+                records.save_revision(rec.spec.name, r);
+                revisions.push_back(r);
+            }
             std::lock_guard lock(mu);
             if (deployments.count(rec.spec.name)) continue;
             auto d = std::make_shared<Deployment>();
@@ -1050,6 +1782,12 @@ struct DeploymentController::Impl {
             d->digest = rec.digest;
             d->phase = rec.phase.empty() ? "Pending" : rec.phase;
             d->message = rec.message;
+            d->paused = rec.paused;
+            d->failed_digests = rec.failed_digests;
+            d->revisions = std::move(revisions);
+            // A spec applied but not rolled out before the restart.
+            if (!d->revisions.empty() && template_changed(d->revisions.back().spec, d->spec))
+                d->rollout_requested = d->spec_changed = true;
             deployments[rec.spec.name] = d;
         }
 
@@ -1085,19 +1823,26 @@ struct DeploymentController::Impl {
                     r->spec = rec.spec;
                 }
                 r->restarts = rec.restarts;
+                r->last_exit = rec.last_exit;
+                r->previous_log = rec.previous_log;
                 r->pid = state->pid;
                 r->state = "starting";
                 r->started_at = Clock::now();
+                oci::ContainerConfig image_config;
+                try {
+                    image_config = load_image(r->spec.image_repository, r->digest).config.config;
+                } catch (...) {
+                }
+                r->stop_signal = parse_stop_signal(image_config.stop_signal);
                 uint64_t token;
                 {
                     std::lock_guard lock(mu);
+                    r->index =
+                        rec.index >= 0 ? rec.index : free_index_locked(*d, r->revision, r.get());
+                    // Probed again from the start: readiness decides when it serves.
+                    init_probes_locked(*r, image_config, r->started_at);
                     token = r->watch_token = next_token++;
                     d->replicas[r->id] = r;
-                }
-                try {
-                    r->stop_signal = parse_stop_signal(
-                        load_image(r->spec.image_repository, r->digest).config.config.stop_signal);
-                } catch (...) {
                 }
                 persist(r);
                 watch(r, r->pid, token);
@@ -1114,6 +1859,7 @@ struct DeploymentController::Impl {
                 else
                     host.remove(rec.container_id);
                 records.delete_replica(rec.container_id);
+                remove_previous_log(rec.previous_log);
                 ++replaced;
                 emit("recover", rec.deployment + ": replica " + rec.container_id +
                                     (d ? " was not running; removed (a replacement starts)"
@@ -1318,7 +2064,7 @@ void DeploymentController::remove_route(const std::string& name) {
 }
 
 void DeploymentController::on_tag_moved(const registry::TagEvent& event) {
-    std::vector<std::string> queued;
+    std::vector<std::string> queued, skipped;
     {
         std::lock_guard lock(impl_->mu);
         for (auto& [name, d] : impl_->deployments) {
@@ -1328,6 +2074,11 @@ void DeploymentController::on_tag_moved(const registry::TagEvent& event) {
             // it does not follow the tag.
             if (!d->spec.automatic && d->digest) continue;
             if (d->removing) continue;
+            if (std::find(d->failed_digests.begin(), d->failed_digests.end(), event.new_digest) !=
+                d->failed_digests.end()) {
+                skipped.push_back(name);
+                continue;
+            }
             d->rollout_requested = true;
             impl_->ensure_worker_locked(d);
             queued.push_back(name);
@@ -1337,6 +2088,12 @@ void DeploymentController::on_tag_moved(const registry::TagEvent& event) {
     for (auto& name : queued)
         impl_->emit("rollout", name + ": " + event.repository + ":" + event.tag + " moved to " +
                                    short_digest(event.new_digest) + ", rollout queued");
+    for (auto& name : skipped)
+        impl_->emit("rollout", name + ": " + event.repository + ":" + event.tag + " moved to " +
+                                   short_digest(event.new_digest) +
+                                   ", which was rolled back before: not rolled out again until a "
+                                   "newer digest arrives or `cascade rollout retry " +
+                                   name + "`");
 }
 
 bool DeploymentController::wait_idle(const std::string& name, std::chrono::milliseconds timeout) {
@@ -1344,7 +2101,8 @@ bool DeploymentController::wait_idle(const std::string& name, std::chrono::milli
     return impl_->cv.wait_for(lock, timeout, [&] {
         for (auto& [n, d] : impl_->deployments) {
             if (!name.empty() && n != name) continue;
-            if (d->busy || d->rollout_requested || d->reconcile_requested) return false;
+            if (d->busy || (!d->paused && (d->rollout_requested || d->reconcile_requested)))
+                return false;
         }
         return true;
     });
@@ -1401,35 +2159,190 @@ void DeploymentController::set_event_sink(
 
 namespace cascade::runtime {
 
-// Being implemented (issue 6): the rollout operations.
-void DeploymentController::scale(const std::string&, int) {
-    throw Error("scale: not yet");
+// ---- rollout operations ------------------------------------------------------------
+
+namespace {
+
+Error unknown_deployment(const std::string& name) {
+    return Error("deployment " + name + " does not exist; `cascade get deployments` lists them");
 }
-void DeploymentController::pause(const std::string&) {
-    throw Error("rollout pause: not yet");
+
+}  // namespace
+
+void DeploymentController::scale(const std::string& name, int replicas) {
+    if (replicas < 0 || replicas > 1000)
+        throw Error("scale " + name + ": replicas must be between 0 and 1000, not " +
+                    std::to_string(replicas));
+    Impl::DeploymentPtr d;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->deployments.find(name);
+        if (it == impl_->deployments.end() || it->second->removing) throw unknown_deployment(name);
+        d = it->second;
+        d->spec.replicas = replicas;
+        d->reconcile_requested = true;
+        impl_->ensure_worker_locked(d);
+        impl_->cv.notify_all();
+    }
+    impl_->persist(d);
+    impl_->emit("deployment", name + ": scaled to " + std::to_string(replicas) + " replicas");
 }
-void DeploymentController::resume(const std::string&) {
-    throw Error("rollout resume: not yet");
+
+void DeploymentController::pause(const std::string& name) {
+    Impl::DeploymentPtr d;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->deployments.find(name);
+        if (it == impl_->deployments.end() || it->second->removing) throw unknown_deployment(name);
+        d = it->second;
+        if (d->paused) return;
+        d->paused = true;
+        std::tie(d->phase, d->message) = Impl::settled_phase_locked(*d);
+        impl_->cv.notify_all();
+    }
+    impl_->persist(d);
+    impl_->emit("rollout", name + ": paused (tag moves and spec changes wait for resume)");
 }
-void DeploymentController::restart(const std::string&) {
-    throw Error("rollout restart: not yet");
+
+void DeploymentController::resume(const std::string& name) {
+    Impl::DeploymentPtr d;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->deployments.find(name);
+        if (it == impl_->deployments.end() || it->second->removing) throw unknown_deployment(name);
+        d = it->second;
+        if (!d->paused) return;
+        d->paused = false;
+        std::tie(d->phase, d->message) = Impl::settled_phase_locked(*d);
+        d->reconcile_requested = true;
+        impl_->ensure_worker_locked(d);
+        impl_->cv.notify_all();
+    }
+    impl_->persist(d);
+    impl_->emit("rollout", name + ": resumed");
 }
-void DeploymentController::undo(const std::string&, std::optional<int>) {
-    throw Error("rollout undo: not yet");
+
+void DeploymentController::restart(const std::string& name) {
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->deployments.find(name);
+        if (it == impl_->deployments.end() || it->second->removing) throw unknown_deployment(name);
+        auto& d = it->second;
+        if (d->revisions.empty())
+            throw Error("rollout restart " + name +
+                        ": the deployment has no revision yet (its image was never resolved)");
+        auto& latest = d->revisions.back();
+        d->forced = Impl::Request{"restart", latest.digest, latest.spec, true};
+        d->rollout_requested = true;
+        impl_->ensure_worker_locked(d);
+        impl_->cv.notify_all();
+    }
+    impl_->emit("rollout", name + ": restart queued");
 }
-void DeploymentController::retry(const std::string&) {
-    throw Error("rollout retry: not yet");
+
+void DeploymentController::undo(const std::string& name, std::optional<int> to_revision) {
+    RevisionInfo target;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->deployments.find(name);
+        if (it == impl_->deployments.end() || it->second->removing) throw unknown_deployment(name);
+        auto& revisions = it->second->revisions;
+        if (to_revision) {
+            auto r = std::find_if(revisions.begin(), revisions.end(), [&](const RevisionInfo& x) {
+                return x.revision == *to_revision;
+            });
+            if (r == revisions.end())
+                throw Error("rollout undo " + name + ": there is no revision " +
+                            std::to_string(*to_revision) + "; `cascade rollout history " + name +
+                            "` lists them");
+            target = *r;
+        } else {
+            if (revisions.size() < 2)
+                throw Error("rollout undo " + name +
+                            ": there is no earlier revision to go back to; `cascade rollout "
+                            "history " +
+                            name + "` lists them");
+            target = revisions[revisions.size() - 2];
+        }
+    }
+    try {
+        impl_->load_image(target.spec.image_repository, target.digest);
+    } catch (const std::exception& e) {
+        throw Error("rollout undo " + name + " to revision " + std::to_string(target.revision) +
+                    ": " + e.what());
+    }
+    Impl::DeploymentPtr d;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->deployments.find(name);
+        if (it == impl_->deployments.end() || it->second->removing) throw unknown_deployment(name);
+        d = it->second;
+        d->forced = Impl::Request{"undo to revision " + std::to_string(target.revision),
+                                  target.digest, target.spec, false};
+        // Asked for by name: no longer skipped as failed.
+        std::erase(d->failed_digests, target.digest);
+        d->rollout_requested = true;
+        impl_->ensure_worker_locked(d);
+        impl_->cv.notify_all();
+    }
+    impl_->persist(d);
+    impl_->emit("rollout", name + ": undo to revision " + std::to_string(target.revision) +
+                               " queued (" + short_digest(target.digest) + ")");
 }
-std::vector<RevisionInfo> DeploymentController::history(const std::string&) const {
-    return {};
+
+void DeploymentController::retry(const std::string& name) {
+    Impl::DeploymentPtr d;
+    std::string tag;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->deployments.find(name);
+        if (it == impl_->deployments.end() || it->second->removing) throw unknown_deployment(name);
+        d = it->second;
+        d->failed_digests.clear();
+        d->forced = Impl::Request{"retry", std::nullopt, std::nullopt, false};
+        tag = d->spec.image_repository + ":" + d->spec.image_tag;
+        d->rollout_requested = true;
+        impl_->ensure_worker_locked(d);
+        impl_->cv.notify_all();
+    }
+    impl_->persist(d);
+    impl_->emit("rollout", name + ": failed digests forgotten, rollout of " + tag + " queued");
 }
-std::filesystem::path DeploymentController::replica_log(const std::string&, std::optional<int>,
-                                                        bool) const {
-    throw Error("logs: not yet");
+
+std::vector<RevisionInfo> DeploymentController::history(const std::string& name) const {
+    std::lock_guard lock(impl_->mu);
+    auto it = impl_->deployments.find(name);
+    if (it == impl_->deployments.end()) throw unknown_deployment(name);
+    return it->second->revisions;
 }
-int DeploymentController::exec(const std::string&, std::optional<int>,
-                               const std::vector<std::string>&, int, int) {
-    throw Error("exec: not yet");
+
+std::filesystem::path DeploymentController::replica_log(const std::string& name,
+                                                        std::optional<int> replica,
+                                                        bool previous) const {
+    std::lock_guard lock(impl_->mu);
+    auto r = impl_->pick_replica_locked(name, replica);
+    if (!previous) return impl_->host.log_path(r->id);
+    if (r->previous_log.empty())
+        throw Error("replica " + std::to_string(r->index) + " of deployment " + name + " (" +
+                    r->id + ") has not restarted: there is no previous log");
+    return r->previous_log;
+}
+
+int DeploymentController::exec(const std::string& name, std::optional<int> replica,
+                               const std::vector<std::string>& argv, int stdout_fd,
+                               int stderr_fd) {
+    if (argv.empty()) throw Error("exec in deployment " + name + ": no command given");
+    std::string id;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto r = impl_->pick_replica_locked(name, replica);
+        if (!Impl::probed(*r) && !r->killing)
+            throw Error("replica " + std::to_string(r->index) + " of deployment " + name + " (" +
+                        r->id + ") is " + r->state + ": nothing runs to exec in" +
+                        (r->message.empty() ? std::string() : " (" + r->message + ")"));
+        id = r->id;
+    }
+    return impl_->host.runc().exec(id, argv, stdout_fd, stderr_fd);
 }
 
 }  // namespace cascade::runtime

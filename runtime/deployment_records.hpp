@@ -27,6 +27,9 @@ struct DeploymentRecord {
     std::optional<oci::Digest> digest;
     std::string phase;
     std::string message;
+    bool paused = false;
+    // Digests rolled back automatically (the image trigger skips them).
+    std::vector<oci::Digest> failed_digests;
 };
 
 struct ReplicaRecord {
@@ -37,7 +40,10 @@ struct ReplicaRecord {
     int pid = 0;
     std::string state;
     int restarts = 0;
-    DeploymentSpec spec;  // the deployment's spec at this replica's revision
+    DeploymentSpec spec;       // the deployment's spec at this replica's revision
+    int index = -1;            // 0..replicas-1 within its revision (-1: not assigned)
+    std::string previous_log;  // the log of the instance before the last restart
+    int last_exit = 0;
 };
 
 class DeploymentRecords {
@@ -51,6 +57,10 @@ class DeploymentRecords {
     void save_replica(const ReplicaRecord& r);
     void delete_replica(const std::string& container_id);
     std::vector<ReplicaRecord> replicas();
+
+    // Numbered revisions of a deployment (oldest first); deleted with it.
+    void save_revision(const std::string& deployment, const RevisionInfo& r);
+    std::vector<RevisionInfo> revisions(const std::string& deployment);
 
     void save_route(const RouteSpec& r);
     void delete_route(const std::string& name);

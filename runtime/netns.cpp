@@ -23,9 +23,9 @@ constexpr int kSocketFlags = SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK;
 // A socket belongs to the network namespace of the thread that created it.
 // A short-lived thread enters the namespace and creates it; the thread then
 // ends, so no thread of the process is ever left in a foreign namespace.
-fs::Fd socket_in(int netns_fd) {
+fs::Fd socket_in(int netns_fd, int domain = AF_INET, int type = kSocketFlags) {
     if (netns_fd < 0) {
-        int fd = ::socket(AF_INET, kSocketFlags, 0);
+        int fd = ::socket(domain, type, 0);
         if (fd < 0) throw sys_error("socket", "", errno);
         return fs::Fd(fd);
     }
@@ -38,7 +38,7 @@ fs::Fd socket_in(int netns_fd) {
                 op = "setns into network namespace";
                 return;
             }
-            fd = ::socket(AF_INET, kSocketFlags, 0);
+            fd = ::socket(domain, type, 0);
             if (fd < 0) {
                 err = errno;
                 op = "socket in network namespace";
@@ -61,6 +61,10 @@ fs::Fd open_netns(int pid) {
         throw sys_error("open network namespace of process " + std::to_string(pid) + " (gone?)",
                         path, errno);
     return fs::Fd(fd);
+}
+
+fs::Fd socket_in_netns(int netns_fd, int domain, int type) {
+    return socket_in(netns_fd, domain, type | SOCK_CLOEXEC);
 }
 
 fs::Fd connect_in_netns(int netns_fd, uint16_t port, std::chrono::milliseconds timeout) {

@@ -19,4 +19,9 @@ fs::Fd open_netns(int pid);
 // refusal or timeout.
 fs::Fd connect_in_netns(int netns_fd, uint16_t port, std::chrono::milliseconds timeout);
 
+// A socket(domain, type | SOCK_CLOEXEC) created inside the network namespace
+// `netns_fd` (-1: the caller's own), e.g. for libcurl's
+// CURLOPT_OPENSOCKETFUNCTION. Throws when it cannot be made.
+fs::Fd socket_in_netns(int netns_fd, int domain, int type);
+
 }  // namespace cascade::runtime

@@ -4,10 +4,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -95,6 +97,24 @@ int wait_exit(pid_t pid, const std::string& what) {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return -1;
+}
+
+// True once `pid` (our child) has exited, without reaping it; false when it
+// still runs after `timeout`.
+bool exited_within(pid_t pid, std::chrono::milliseconds timeout) {
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) return true;  // gone already (or no pidfds): waitpid decides
+    fs::Fd pidfd(fd);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        pollfd p{pidfd.get(), POLLIN, 0};
+        int n = ::poll(&p, 1, static_cast<int>(left.count()));
+        if (n > 0) return true;
+        if (n < 0 && errno != EINTR) return true;
+    }
 }
 
 struct Captured {
@@ -315,13 +335,27 @@ std::vector<RuncState> Runc::list() {
 }
 
 int Runc::exec(const std::string& id, const std::vector<std::string>& args, int stdout_fd,
-               int stderr_fd) {
+               int stderr_fd, std::chrono::milliseconds timeout) {
     if (args.empty()) throw Error("runc exec " + id + ": no command given");
     RuncScratch scratch;
     auto argv = base_args();
-    argv.insert(argv.end(), {"--log", scratch.log().string(), "--log-format", "json", "exec", id});
+    argv.insert(argv.end(), {"--log", scratch.log().string(), "--log-format", "json", "exec"});
+    if (timeout.count() > 0) argv.insert(argv.end(), {"--pid-file", scratch.pid_file().string()});
+    argv.push_back(id);
     argv.insert(argv.end(), args.begin(), args.end());
     pid_t pid = spawn(argv, stdout_fd, stderr_fd);
+    if (timeout.count() > 0 && !exited_within(pid, timeout)) {
+        // The process in the container first (runc exec then exits), then runc.
+        try {
+            int target = std::stoi(fs::read_file(scratch.pid_file()));
+            if (target > 0) ::kill(target, SIGKILL);
+        } catch (const std::exception&) {
+        }
+        ::kill(pid, SIGKILL);
+        wait_exit(pid, "runc exec " + id);
+        throw Error("runc exec " + id + " " + join_args(args) + ": timed out after " +
+                    std::to_string(timeout.count()) + " ms; the process was killed");
+    }
     int code = wait_exit(pid, "runc exec " + id);
     if (code != 0) {
         auto errors = scratch.errors();

@@ -2,6 +2,7 @@
 // (`runc --root <state>`), so cascade's containers never mix with others.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -38,8 +39,10 @@ class Runc {
     std::optional<RuncState> state(const std::string& id);
     std::vector<RuncState> list();
     // `runc exec` of args in the container; returns exit status; output to fds.
+    // With a positive `timeout`, the process is killed (SIGKILL) when it runs
+    // longer, and Error is thrown ("timed out after …").
     int exec(const std::string& id, const std::vector<std::string>& args, int stdout_fd,
-             int stderr_fd);
+             int stderr_fd, std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
     const std::filesystem::path& state_root() const { return state_root_; }
 

@@ -5,6 +5,7 @@
 // image. Plus the exit watcher and the persistence on their own.
 #include "runtime/deployment.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -20,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "oci/error.hpp"
 #include "oci/fs.hpp"
 #include "oci/image.hpp"
 #include "oci/layer.hpp"
@@ -440,12 +442,17 @@ TEST_F(DeploymentTest, ARolloutWhoseReplicaNeverBecomesReadyFailsAndTheOldOnesKe
     poller.stop();
     EXPECT_EQ(poller.failed(), 0) << poller.failures();
 
+    // Rolled back automatically: revision 1's digest and template as revision 3,
+    // its replicas kept.
     auto status = controller().get("web");
     ASSERT_TRUE(status);
     EXPECT_EQ(status->phase, "Failed");
     EXPECT_NE(status->message.find("revision 2"), std::string::npos) << status->message;
     EXPECT_NE(status->message.find("8080"), std::string::npos) << status->message;
-    ASSERT_TRUE(all_ready(*status, 1, 2));
+    EXPECT_NE(status->message.find("rolled back to revision 1"), std::string::npos)
+        << status->message;
+    EXPECT_EQ(status->revision, 3);
+    ASSERT_TRUE(all_ready(*status, 3, 2));
     for (auto& r : status->replicas)
         EXPECT_EQ(r.image_digest, v1);
     EXPECT_EQ(runc_containers(), 2) << "the unready replica was not removed";
@@ -458,9 +465,9 @@ TEST_F(DeploymentTest, ARolloutWhoseReplicaNeverBecomesReadyFailsAndTheOldOnesKe
     ASSERT_TRUE(controller().wait_idle("web", 120s));
     status = controller().get("web");
     EXPECT_EQ(status->phase, "Running") << status->message;
-    EXPECT_EQ(status->revision, 3);
+    EXPECT_EQ(status->revision, 4);
     EXPECT_EQ(status->image, v3);
-    ASSERT_TRUE(all_ready(*status, 3, 2));
+    ASSERT_TRUE(all_ready(*status, 4, 2));
 }
 
 TEST_F(DeploymentTest, WaitsForItsImageThenRollsOutSpecChanges) {
@@ -503,6 +510,233 @@ TEST_F(DeploymentTest, WaitsForItsImageThenRollsOutSpecChanges) {
 }
 
 // ---- pieces without runc ---------------------------------------------------------
+
+// ---- supervision: probes, restart policy, crash loops, logs, exec ----------
+
+// Runs `argv` in replica `index` of `name`; its exit status and output.
+std::pair<int, std::string> exec_in(DeploymentController& c, const std::string& name,
+                                    std::optional<int> index,
+                                    const std::vector<std::string>& argv) {
+    fs::TempDir tmp;
+    auto path = tmp.path() / "out";
+    auto out = fs::open_or_throw(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int code = c.exec(name, index, argv, out.get(), out.get());
+    return {code, fs::read_file(path)};
+}
+
+std::optional<ReplicaStatus> replica(DeploymentController& c, const std::string& name, int index) {
+    auto s = c.get(name);
+    if (!s) return std::nullopt;
+    for (auto& r : s->replicas)
+        if (r.index == index && r.state != "stopping") return r;
+    return std::nullopt;
+}
+
+TEST_F(DeploymentTest, AReplicaFailingReadinessLeavesTheRouterUntilItPassesAgain) {
+    push_image(stack_->store, "web", "latest", "version-1", kHttpd);
+    auto spec = web_spec("web");
+    spec.readiness.kind = ProbeSpec::Kind::Http;
+    spec.readiness.port = 8080;
+    spec.readiness.path = "/index.html";
+    spec.readiness.period = 200ms;
+    spec.readiness.failure_threshold = 2;
+    controller().apply(spec);
+    auto port = add_route("web");
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    auto status = controller().get("web");
+    ASSERT_TRUE(status && all_ready(*status, 1, 2)) << (status ? status->message : "");
+    std::set<int> indexes;
+    for (auto& r : status->replicas)
+        indexes.insert(r.index);
+    EXPECT_EQ(indexes, (std::set<int>{0, 1}));
+    ASSERT_EQ(stack_->router.backends("web-route").size(), 2u);
+
+    // exec: output and exit status come back.
+    auto [code, out] =
+        exec_in(controller(), "web", 0, {"/bin/busybox", "sh", "-c", "echo in-replica; exit 5"});
+    EXPECT_EQ(code, 5);
+    EXPECT_EQ(out, "in-replica\n");
+    EXPECT_THROW(exec_in(controller(), "web", 7, {"/bin/busybox", "true"}), Error);
+    EXPECT_THROW(exec_in(controller(), "nope", 0, {"/bin/busybox", "true"}), Error);
+
+    // Replica 0's page goes away: its readiness probe fails (404).
+    auto sick = replica(controller(), "web", 0);
+    ASSERT_TRUE(sick);
+    EXPECT_EQ(
+        exec_in(controller(), "web", 0, {"/bin/busybox", "mv", "/www/index.html", "/www/away.html"})
+            .first,
+        0);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto r = replica(controller(), "web", 0);
+            return r && r->state == "unready";
+        },
+        30s));
+    auto r0 = replica(controller(), "web", 0);
+    EXPECT_NE(r0->message.find("404"), std::string::npos) << r0->message;
+    auto backends = stack_->router.backends("web-route");
+    ASSERT_EQ(backends.size(), 1u);
+    EXPECT_EQ(backends[0].find(sick->container_id), std::string::npos) << backends[0];
+    // Only the healthy replica answers.
+    for (int i = 0; i < 6; ++i) {
+        auto body = fetch(port);
+        ASSERT_TRUE(body) << "request " << i;
+        EXPECT_NE(body->find("version-1"), std::string::npos) << *body;
+    }
+    EXPECT_EQ(controller().get("web")->ready, 1);
+    EXPECT_EQ(r0->container_id, sick->container_id) << "an unready replica is not restarted";
+
+    // Back: ready again and back in the router.
+    EXPECT_EQ(
+        exec_in(controller(), "web", 0, {"/bin/busybox", "mv", "/www/away.html", "/www/index.html"})
+            .first,
+        0);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto r = replica(controller(), "web", 0);
+            return r && r->state == "ready";
+        },
+        30s));
+    EXPECT_EQ(stack_->router.backends("web-route").size(), 2u);
+    EXPECT_EQ(replica(controller(), "web", 0)->restarts, 0);
+}
+
+TEST_F(DeploymentTest, AFailingLivenessProbeRestartsTheReplicaAndKeepsItsPreviousLog) {
+    push_image(stack_->store, "web", "latest", "version-1", kHttpd);
+    auto spec = web_spec("web", 1);
+    spec.args = {"/bin/busybox", "sh", "-c",
+                 "echo started $(/bin/busybox hostname); exec /bin/busybox httpd -f -p 8080 -h "
+                 "/www"};
+    spec.liveness.kind = ProbeSpec::Kind::Exec;
+    spec.liveness.command = {"/bin/busybox", "sh", "-c", "test ! -e /www/sick"};
+    spec.liveness.period = 200ms;
+    spec.liveness.timeout = 5s;
+    spec.liveness.failure_threshold = 2;
+    controller().apply(spec);
+    ASSERT_TRUE(controller().wait_idle("web", 120s));
+    auto before = replica(controller(), "web", 0);
+    ASSERT_TRUE(before && before->state == "ready");
+    EXPECT_THROW(controller().replica_log("web", 0, true), Error) << "no restart yet";
+    auto first_log = controller().replica_log("web", std::nullopt, false);
+    EXPECT_EQ(first_log, stack_->host.log_path(before->container_id));
+
+    EXPECT_EQ(exec_in(controller(), "web", 0, {"/bin/busybox", "touch", "/www/sick"}).first, 0);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto r = replica(controller(), "web", 0);
+            return r && r->restarts == 1 && r->state == "ready";
+        },
+        60s))
+        << stack_->event_log();
+    auto after = replica(controller(), "web", 0);
+    EXPECT_NE(after->container_id, before->container_id);
+    EXPECT_FALSE(stack_->host.state(before->container_id)) << "the killed container is gone";
+    EXPECT_NE(after->last_exit, 0);
+
+    auto previous = controller().replica_log("web", 0, true);
+    auto current = controller().replica_log("web", 0, false);
+    EXPECT_NE(fs::read_file(previous).find("started " + before->container_id), std::string::npos)
+        << previous;
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            return fs::read_file(current).find("started " + after->container_id) !=
+                   std::string::npos;
+        },
+        10s))
+        << current;
+    auto event_log = stack_->event_log();
+    EXPECT_NE(event_log.find("liveness probe failed"), std::string::npos) << event_log;
+
+    // The previous log goes with the replica.
+    controller().remove("web");
+    EXPECT_FALSE(stdfs::exists(previous)) << previous;
+}
+
+TEST_F(DeploymentTest, RestartPolicyOnFailureRestartsOnlyFailuresAndNeverKeepsItDown) {
+    push_image(stack_->store, "job", "latest", "version-1", kNeverListens);
+    auto job = [&](const std::string& name, RestartPolicy policy, int exit_code) {
+        DeploymentSpec spec;
+        spec.name = name;
+        spec.image_repository = "job";
+        spec.replicas = 1;
+        spec.restart_policy = policy;
+        spec.strategy.timeout = 30s;
+        spec.stop_grace = 1s;
+        // Up long enough to count as ready (no port: ready once running).
+        spec.args = {"/bin/busybox", "sh", "-c", "sleep 2; exit " + std::to_string(exit_code)};
+        controller().apply(spec);
+    };
+    job("never", RestartPolicy::Never, 3);
+    job("onfail-ok", RestartPolicy::OnFailure, 0);
+    job("onfail-bad", RestartPolicy::OnFailure, 3);
+    for (auto name : {"never", "onfail-ok", "onfail-bad"})
+        ASSERT_TRUE(controller().wait_idle(name, 120s)) << name;
+
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto r = replica(controller(), "onfail-bad", 0);
+            return r && r->restarts >= 1;
+        },
+        60s))
+        << stack_->event_log();
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto a = replica(controller(), "never", 0);
+            auto b = replica(controller(), "onfail-ok", 0);
+            return a && b && a->state == "completed" && b->state == "completed";
+        },
+        60s))
+        << stack_->event_log();
+    // They stay down (the OnFailure one above had time to restart by now).
+    std::this_thread::sleep_for(3s);
+    auto never = replica(controller(), "never", 0);
+    auto ok = replica(controller(), "onfail-ok", 0);
+    ASSERT_TRUE(never && ok);
+    EXPECT_EQ(never->state, "completed");
+    EXPECT_EQ(never->restarts, 0);
+    EXPECT_EQ(never->last_exit, 3);
+    EXPECT_NE(never->message.find("Never"), std::string::npos) << never->message;
+    EXPECT_EQ(ok->state, "completed");
+    EXPECT_EQ(ok->restarts, 0);
+    EXPECT_EQ(ok->last_exit, 0);
+    auto bad = replica(controller(), "onfail-bad", 0);
+    ASSERT_TRUE(bad);
+    EXPECT_GE(bad->restarts, 1);
+}
+
+TEST_F(DeploymentTest, AReplicaThatKeepsExitingShowsCrashLoopBackOff) {
+    push_image(stack_->store, "crash", "latest", "version-1", kNeverListens);
+    DeploymentSpec spec;
+    spec.name = "crash";
+    spec.image_repository = "crash";
+    spec.replicas = 1;
+    spec.strategy.timeout = 30s;
+    spec.stop_grace = 1s;
+    spec.args = {"/bin/busybox", "sh", "-c", "echo crashing; sleep 1; exit 7"};
+    controller().apply(spec);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto r = replica(controller(), "crash", 0);
+            return r && r->state == "CrashLoopBackOff";
+        },
+        60s))
+        << stack_->event_log();
+    auto r = replica(controller(), "crash", 0);
+    EXPECT_EQ(r->last_exit, 7);
+    EXPECT_GE(r->restarts, 1);
+    EXPECT_NE(r->message.find("back-off"), std::string::npos) << r->message;
+    EXPECT_NE(r->message.find("restarting failed container (exit 7)"), std::string::npos)
+        << r->message;
+    // It is restarted after the back-off, as the same replica.
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto x = replica(controller(), "crash", 0);
+            return x && x->restarts > r->restarts;
+        },
+        60s));
+    EXPECT_NE(fs::read_file(controller().replica_log("crash", 0, true)).find("crashing"),
+              std::string::npos);
+}
 
 TEST(ExitWatcherTest, ReportsExitStatusAndSignalsOfChildren) {
     ExitWatcher watcher;
@@ -600,7 +834,13 @@ TEST(DeploymentRecordsTest, RoundTripsDeploymentsReplicasAndRoutes) {
     spec.strategy.timeout = 7s;
     spec.stop_grace = 2s;
     auto digest = oci::Digest::sha256_of("x");
-    records.save_deployment({spec, 4, digest, "Failed", "boom"});
+    DeploymentRecord saved;
+    saved.spec = spec;
+    saved.revision = 4;
+    saved.digest = digest;
+    saved.phase = "Failed";
+    saved.message = "boom";
+    records.save_deployment(saved);
     auto ds = records.deployments();
     ASSERT_EQ(ds.size(), 1u);
     EXPECT_EQ(to_json(ds[0].spec), to_json(spec));
@@ -609,7 +849,8 @@ TEST(DeploymentRecordsTest, RoundTripsDeploymentsReplicasAndRoutes) {
     EXPECT_EQ(ds[0].phase, "Failed");
     EXPECT_EQ(ds[0].message, "boom");
 
-    ReplicaRecord r{"app-4-abcde", "app", 4, digest, 1234, "ready", 2, spec};
+    ReplicaRecord r{"app-4-abcde",      "app", 4, digest, 1234, "ready", 2, spec, 1,
+                    "/x/container.log", 137};
     records.save_replica(r);
     r.pid = 99;
     records.save_replica(r);
@@ -620,6 +861,9 @@ TEST(DeploymentRecordsTest, RoundTripsDeploymentsReplicasAndRoutes) {
     EXPECT_EQ(rs[0].restarts, 2);
     EXPECT_EQ(rs[0].image_digest, digest);
     EXPECT_EQ(rs[0].spec.args, spec.args);
+    EXPECT_EQ(rs[0].index, 1);
+    EXPECT_EQ(rs[0].previous_log, "/x/container.log");
+    EXPECT_EQ(rs[0].last_exit, 137);
     records.delete_replica("app-4-abcde");
     EXPECT_TRUE(records.replicas().empty());
 
