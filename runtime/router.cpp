@@ -1,17 +1,37 @@
-// The router: one epoll thread forwards bytes between clients and backends;
-// a small pool of connect workers calls Backend::connect (which may block up to
-// the backend's own timeout, e.g. inside a container's network namespace), so
-// a slow backend never stalls the forwarding of other connections.
+// The router. Threads:
+// - the accept loop (one epoll thread): listeners, and on the shared HTTP port
+//   the request heads and the error answers;
+// - connect workers: call Backend::connect (which may block up to the
+//   backend's own timeout, e.g. inside a container's network namespace), so a
+//   slow backend never stalls anything else;
+// - forwarders (one epoll thread per core, at most 4; CASCADE_ROUTER_THREADS
+//   overrides): each connected client/backend pair goes to the next one,
+//   round robin, which moves its bytes until it closes.
 //
-// Ownership: listeners and established connections belong to the loop thread.
-// Routes, backends and counters live under `mu`; the API changes loop-owned
-// state by posting a command to the loop and waiting for it (`run_in_loop`).
+// The shared HTTP port: the accept loop reads each new connection's request
+// head (non-blocking, bounded in size and time), finds the route by Host, and
+// then treats the connection like one on the route's own port, with the head
+// buffered as the first bytes to send to the backend. Error answers (400, 404,
+// 408, 431, 503) are written by the accept loop, which then half-closes and
+// discards what the client still sends for a moment, so the client reads the
+// answer instead of a reset.
+//
+// Forwarding: both sockets are edge-triggered; an event pumps only the
+// direction(s) it concerns, and a short read ends a pump (the socket is empty,
+// new data brings a new edge), so a request/response costs one recv and one
+// send per direction.
+//
+// Ownership: listeners, heads and error answers belong to the accept loop;
+// established connections to their forwarder. Routes, backends, hostnames and
+// counters live under `mu`; the API changes loop-owned state by posting a
+// command to the loop (or to each forwarder) and waiting for it.
 
 #include "runtime/router.hpp"
 
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -27,6 +47,9 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -42,11 +65,30 @@ constexpr size_t kPumpBudget = 1024 * 1024;  // bytes per direction before other
 constexpr size_t kMaxConnectWorkers = 64;    // threads blocked in Backend::connect at most
 constexpr int kMaxAcceptsPerEvent = 64;  // listeners are level-triggered; the rest come next round
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);  // after EMFILE and friends
+constexpr size_t kMaxHead = 16 * 1024;                         // request head on the shared port
+constexpr auto kDefaultHeaderTimeout = std::chrono::milliseconds(10000);
+// After an error answer: how long, and how much, the client may still send
+// (read and discarded) before the socket is closed.
+constexpr auto kLingerTime = std::chrono::milliseconds(2000);
+constexpr size_t kLingerBytes = 1024 * 1024;
+// Until a connection's first response is complete: the most request bytes
+// kept for a resend, and the largest first response (head + body) held back.
+constexpr size_t kReplayLimit = 64 * 1024;
+constexpr size_t kMaxReplays = 16;  // backends tried per request at most (besides the rotation)
 
-// epoll_event.data.u64: the low two bits say what the fd is, the rest is an id.
-enum Kind : uint64_t { kWake = 0, kListener = 1, kClientSide = 2, kBackendSide = 3 };
+using Clock = std::chrono::steady_clock;
+
+// epoll_event.data.u64: the low three bits say what the fd is, the rest is an id.
+enum Kind : uint64_t {
+    kWake = 0,
+    kListener = 1,
+    kClientSide = 2,
+    kBackendSide = 3,
+    kHead = 4,     // shared port: reading the request head
+    kClosing = 5,  // shared port: writing an error answer, then lingering
+};
 uint64_t tag(Kind kind, uint64_t id) {
-    return (id << 2) | kind;
+    return (id << 3) | kind;
 }
 
 std::string address_text(const std::string& host, uint16_t port) {
@@ -73,7 +115,8 @@ void close_abortively(const fs::Fd& fd) {
     setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
 }
 
-fs::Fd listen_on(const std::string& route, const std::string& host, uint16_t port) {
+// `what` names the listener in errors, e.g. "route 'app-a'".
+fs::Fd listen_on(const std::string& what, const std::string& host, uint16_t port) {
     std::string where = address_text(host, port);
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -83,8 +126,8 @@ fs::Fd listen_on(const std::string& route, const std::string& host, uint16_t por
     std::string service = std::to_string(port);
     int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &found);
     if (rc != 0) {
-        throw Error("router: cannot listen for route '" + route + "' on " + where + ": " +
-                    gai_strerror(rc) + " (give an IP address or a resolvable host name)");
+        throw Error("router: cannot listen for " + what + " on " + where + ": " + gai_strerror(rc) +
+                    " (give an IP address or a resolvable host name)");
     }
     std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(found, freeaddrinfo);
     int last_errno = EADDRNOTAVAIL;
@@ -110,8 +153,277 @@ fs::Fd listen_on(const std::string& route, const std::string& host, uint16_t por
         hint = "; ports below 1024 need CAP_NET_BIND_SERVICE";
     else if (last_errno == EADDRNOTAVAIL)
         hint = "; the host is not an address of this machine";
-    throw Error("router: cannot listen for route '" + route + "' on " + where + ": " +
+    throw Error("router: cannot listen for " + what + " on " + where + ": " +
                 std::strerror(last_errno) + hint);
+}
+
+uint16_t bound_port(int fd) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+    if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    return 0;
+}
+
+// ---- the request head --------------------------------------------------------
+// Only what routing needs: where the head ends, that the request line and the
+// header lines are well formed, and the Host (RFC 9112 section 3.2: exactly
+// one Host; an absolute-form target's authority wins).
+
+char lower(char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); i++)
+        if (lower(a[i]) != lower(b[i])) return false;
+    return true;
+}
+
+bool is_tchar(char c) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+
+enum class HeadStatus { Incomplete, Complete, TooLarge, Malformed };
+
+struct Head {
+    HeadStatus status = HeadStatus::Incomplete;
+    std::string host;    // normalized, when Complete
+    std::string reason;  // when Malformed
+};
+
+Head malformed(std::string reason) {
+    return Head{HeadStatus::Malformed, {}, std::move(reason)};
+}
+
+// "Host" value or absolute-form authority -> lowercase name without port and
+// trailing dot; empty when it is not a valid host.
+std::string normalize_host(std::string_view value) {
+    std::string_view name = value;
+    std::string_view port;
+    if (!value.empty() && value.front() == '[') {
+        size_t close = value.find(']');
+        if (close == std::string_view::npos) return {};
+        name = value.substr(0, close + 1);
+        std::string_view rest = value.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':') return {};
+            port = rest.substr(1);
+        }
+    } else if (size_t colon = value.find(':'); colon != std::string_view::npos) {
+        name = value.substr(0, colon);
+        port = value.substr(colon + 1);
+        if (port.empty() && colon + 1 != value.size()) return {};
+    }
+    if (port.size() > 5 || !std::all_of(port.begin(), port.end(), is_digit)) return {};
+    if (!name.empty() && name.back() == '.' && name.front() != '[') name.remove_suffix(1);
+    if (name.empty()) return {};
+    std::string out;
+    out.reserve(name.size());
+    for (char c : name) {
+        char l = lower(c);
+        bool ok = (l >= 'a' && l <= 'z') || is_digit(l) || l == '-' || l == '.' || l == '_' ||
+                  (name.front() == '[' && (l == ':' || l == '[' || l == ']'));
+        if (!ok) return {};
+        out.push_back(l);
+    }
+    return out;
+}
+
+// One line ending in LF (CRLF or bare LF), without the line end.
+bool next_line(std::string_view text, size_t& pos, std::string_view& line) {
+    size_t lf = text.find('\n', pos);
+    if (lf == std::string_view::npos) return false;
+    line = text.substr(pos, lf - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    pos = lf + 1;
+    return true;
+}
+
+Head examine_head(std::string_view buf) {
+    size_t pos = 0;
+    // RFC 9112 2.2: empty lines before the request line are ignored.
+    while (pos < buf.size() && pos < 8 && (buf[pos] == '\r' || buf[pos] == '\n'))
+        pos++;
+    std::string_view line;
+    size_t line_start = pos;
+    if (!next_line(buf, pos, line)) {
+        if (buf.size() >= kMaxHead) return Head{HeadStatus::TooLarge, {}, {}};
+        // A request line can't hold a control character: answer binary
+        // garbage (a TLS ClientHello, say) at once.
+        for (size_t i = line_start; i < buf.size(); i++) {
+            auto c = static_cast<unsigned char>(buf[i]);
+            if ((c < 0x20 && c != '\r') || c == 0x7f) return malformed("not an HTTP request");
+        }
+        return Head{};
+    }
+    // request-line = method SP request-target SP HTTP-version
+    size_t sp1 = line.find(' ');
+    size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos)
+        return malformed("the request line is not 'METHOD TARGET HTTP/1.x'");
+    std::string_view method = line.substr(0, sp1);
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::string_view version = line.substr(sp2 + 1);
+    if (method.empty() || !std::all_of(method.begin(), method.end(), is_tchar))
+        return malformed("invalid method");
+    if (target.empty()) return malformed("empty request target");
+    for (char c : target) {
+        auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u == 0x7f) return malformed("invalid character in the request target");
+    }
+    if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || !is_digit(version[5]) ||
+        version[6] != '.' || !is_digit(version[7]) || version[5] != '1')
+        return malformed("unsupported HTTP version (this port speaks HTTP/1.0 and HTTP/1.1)");
+
+    bool have_host = false;
+    std::string_view host_value;
+    while (true) {
+        if (!next_line(buf, pos, line)) {
+            if (buf.size() >= kMaxHead) return Head{HeadStatus::TooLarge, {}, {}};
+            return Head{};
+        }
+        if (line.empty()) break;  // end of the head
+        if (pos > kMaxHead) return Head{HeadStatus::TooLarge, {}, {}};
+        if (line.front() == ' ' || line.front() == '\t')
+            return malformed("folded header line (obs-fold)");
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos || colon == 0)
+            return malformed("header line without a name");
+        std::string_view name = line.substr(0, colon);
+        if (!std::all_of(name.begin(), name.end(), is_tchar))
+            return malformed("invalid header name");
+        std::string_view value = line.substr(colon + 1);
+        for (char c : value) {
+            auto u = static_cast<unsigned char>(c);
+            if ((u < 0x20 && c != '\t') || u == 0x7f)
+                return malformed("control character in a header value");
+        }
+        if (iequals(name, "host")) {
+            if (have_host) return malformed("more than one Host header");
+            have_host = true;
+            while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+                value.remove_prefix(1);
+            while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+                value.remove_suffix(1);
+            host_value = value;
+        }
+    }
+    if (pos > kMaxHead) return Head{HeadStatus::TooLarge, {}, {}};
+
+    // absolute-form: "GET http://app-a.localhost/ HTTP/1.1"
+    std::string_view authority = host_value;
+    bool absolute = false;
+    for (std::string_view scheme : {"http://", "https://"}) {
+        if (target.size() > scheme.size() && iequals(target.substr(0, scheme.size()), scheme)) {
+            authority = target.substr(scheme.size());
+            authority = authority.substr(0, authority.find_first_of("/?#"));
+            if (size_t at = authority.rfind('@'); at != std::string_view::npos)
+                authority.remove_prefix(at + 1);
+            absolute = true;
+        }
+    }
+    if (!have_host && !absolute) return malformed("no Host header");
+    Head head;
+    head.host = normalize_host(authority);
+    if (head.host.empty())
+        return malformed("invalid Host '" + std::string(authority.substr(0, 64)) + "'");
+    head.status = HeadStatus::Complete;
+    return head;
+}
+
+std::string http_error(int status, std::string_view reason, const std::string& body,
+                       bool retry_after = false) {
+    std::string out = "HTTP/1.1 " + std::to_string(status) + " ";
+    out += reason;
+    out += "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n";
+    if (retry_after) out += "Retry-After: 1\r\n";
+    out += "Cache-Control: no-store\r\nConnection: close\r\n\r\n" + body;
+    return out;
+}
+
+// ---- resending the first request ----------------------------------------------
+// Only what the decision needs: is the request safe to repeat, and where does
+// the first response end.
+
+enum class Repeat { Unknown, Safe, Unsafe };
+
+// Safe: the request starts with an idempotent method (RFC 9110 9.2.2) and a
+// space. Unknown: too few bytes to tell.
+Repeat repeatable(std::string_view request) {
+    bool unknown = false;
+    for (std::string_view method : {"GET ", "HEAD ", "OPTIONS ", "PUT ", "DELETE ", "TRACE "}) {
+        if (request.size() >= method.size()) {
+            if (request.substr(0, method.size()) == method) return Repeat::Safe;
+        } else if (method.substr(0, request.size()) == request) {
+            unknown = true;
+        }
+    }
+    return unknown ? Repeat::Unknown : Repeat::Unsafe;
+}
+
+// Where the first response in `buf` ends: Sized with `size` = head + body;
+// Incomplete: its head is still arriving; Stream: no HTTP/1.x response with a
+// Content-Length that fits kReplayLimit (chunked, unsized, malformed, large).
+enum class ResponseLength { Incomplete, Sized, Stream };
+struct FirstResponse {
+    ResponseLength kind = ResponseLength::Stream;
+    size_t size = 0;
+};
+
+FirstResponse examine_response(std::string_view buf, bool head_request) {
+    constexpr std::string_view kVersion = "HTTP/1.";
+    if (buf.size() < kVersion.size())
+        return {kVersion.substr(0, buf.size()) == buf ? ResponseLength::Incomplete
+                                                      : ResponseLength::Stream,
+                0};
+    if (buf.substr(0, kVersion.size()) != kVersion) return {};
+    size_t pos = 0;
+    std::string_view line;
+    if (!next_line(buf, pos, line))
+        return {buf.size() < kReplayLimit ? ResponseLength::Incomplete : ResponseLength::Stream, 0};
+    // status-line = HTTP-version SP 3DIGIT SP [reason]
+    if (line.size() < 12 || line[8] != ' ' || !is_digit(line[9]) || !is_digit(line[10]) ||
+        !is_digit(line[11]) || (line.size() > 12 && line[12] != ' '))
+        return {};
+    int status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+    std::optional<uint64_t> length;
+    while (true) {
+        if (!next_line(buf, pos, line))
+            return {buf.size() < kReplayLimit ? ResponseLength::Incomplete : ResponseLength::Stream,
+                    0};
+        if (line.empty()) break;
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos || colon == 0) return {};
+        std::string_view name = line.substr(0, colon);
+        std::string_view value = line.substr(colon + 1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+            value.remove_prefix(1);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+            value.remove_suffix(1);
+        if (iequals(name, "transfer-encoding")) return {};
+        if (iequals(name, "content-length")) {
+            if (value.empty() || value.size() > 9 ||
+                !std::all_of(value.begin(), value.end(), is_digit))
+                return {};
+            uint64_t n = std::stoull(std::string(value));
+            if (length && *length != n) return {};
+            length = n;
+        }
+    }
+    if (pos > kReplayLimit) return {};
+    bool no_body = head_request || status < 200 || status == 204 || status == 304;
+    if (no_body) return {ResponseLength::Sized, pos};
+    if (!length || pos + *length > kReplayLimit) return {};
+    return {ResponseLength::Sized, pos + static_cast<size_t>(*length)};
 }
 
 struct BackendState {
@@ -129,14 +441,32 @@ struct RouteState {
     uint16_t port = 0;
     uint64_t listener_id = 0;  // 0: not listening
     bool removed = false;
+    std::string hostname;  // on the shared port; empty: none
     std::vector<std::shared_ptr<BackendState>> rotation;
     size_t next = 0;
-    RouteStats stats;
+    RouteStats stats;  // bytes_in/out live in the atomics below
+    std::atomic<uint64_t> bytes_in{0};
+    std::atomic<uint64_t> bytes_out{0};
+};
+
+// A client from the shared HTTP port: its request head, read ahead.
+struct HttpRequest {
+    std::string head;  // every byte read so far; the backend gets it first
+    std::string host;
+};
+
+// A client whose backend closed before answering: what goes to the next one.
+struct Replay {
+    std::string request;  // every byte the client sent
+    bool client_eof = false;
+    std::vector<std::shared_ptr<BackendState>> tried;
 };
 
 struct ConnectTask {
     fs::Fd client;
     std::shared_ptr<RouteState> route;
+    std::optional<HttpRequest> http;
+    std::shared_ptr<Replay> replay;  // null: the connection's first backend
 };
 
 // A backend socket ready to be forwarded, handed from a worker to the loop.
@@ -146,6 +476,14 @@ struct Arrival {
     std::shared_ptr<RouteState> route;
     std::shared_ptr<BackendState> target;
     uint64_t epoch = 0;
+    std::optional<HttpRequest> http;
+    std::shared_ptr<Replay> replay;
+};
+
+// A shared-port client that no backend accepted: the loop answers 503.
+struct Refusal {
+    fs::Fd client;
+    std::string host;
 };
 
 // One direction of a forwarded connection: bytes read from `src` are written
@@ -158,6 +496,21 @@ struct Direction {
     size_t offset = 0;
     bool eof = false;   // src said EOF
     bool shut = false;  // ... and dst got shutdown(SHUT_WR) after the last byte
+    bool hup = false;   // src reported (RD)HUP: read on to EOF, short reads or not
+    std::atomic<uint64_t>* bytes = nullptr;  // the route's counter for this direction
+};
+
+// Until the first response is complete: what a resend needs. `active` ends
+// for good once a response byte went to the client, the request is not safe
+// to repeat, or a limit is passed.
+struct FirstExchange {
+    bool active = true;
+    Repeat repeat = Repeat::Unknown;
+    bool head_request = false;
+    std::string request;              // the client's bytes so far
+    std::string held;                 // the backend's bytes, not yet forwarded
+    std::optional<HttpRequest> http;  // shared port: for a 503 when no backend is left
+    std::vector<std::shared_ptr<BackendState>> tried;  // earlier backends of this request
 };
 
 struct Connection {
@@ -168,14 +521,36 @@ struct Connection {
     std::shared_ptr<BackendState> target;
     Direction up;    // client -> backend
     Direction down;  // backend -> client
+    FirstExchange first;
+    bool kick = false;  // held bytes were released: pump again (no edge will come)
 };
 
 struct Listener {
     fs::Fd fd;
-    std::shared_ptr<RouteState> route;
+    std::shared_ptr<RouteState> route;  // null: the shared HTTP port
 };
 
-enum class Flow { Idle, More, Failed };
+// Shared port: a client whose request head is still arriving.
+struct PendingHead {
+    fs::Fd client;
+    std::string buf;
+    Clock::time_point deadline;
+};
+
+// Shared port: an error answer being written; then the client's remaining
+// bytes are read and dropped until EOF, kLingerBytes or the deadline.
+struct Closing {
+    fs::Fd client;
+    std::string out;
+    size_t offset = 0;
+    bool shut = false;
+    size_t discarded = 0;
+    Clock::time_point deadline;
+};
+
+// Replay: the backend closed or failed before the first response; resend the
+// request to another backend.
+enum class Flow { Idle, More, Failed, Replay };
 
 }  // namespace
 
@@ -186,7 +561,12 @@ struct Router::Impl {
     std::map<std::string, std::shared_ptr<RouteState>> routes;
     std::map<std::string, std::shared_ptr<BackendState>> backends;
     std::deque<std::function<void()>> commands;  // to run on the loop thread
-    std::deque<Arrival> arrivals;
+    std::deque<Refusal> refusals;
+    std::map<std::string, std::shared_ptr<RouteState>> hostnames;  // shared port: Host -> route
+    HttpPortStats http_counters;
+    Clock::duration header_timeout = kDefaultHeaderTimeout;
+    std::string http_host;  // the shared port's address, when listening
+    uint16_t http_bound_port = 0;
 
     fs::Fd epoll;
     fs::Fd wake;
@@ -195,8 +575,11 @@ struct Router::Impl {
 
     // Loop-thread state.
     std::unordered_map<uint64_t, Listener> listeners;
-    std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections;
-    std::vector<uint64_t> unfinished;  // connections that used up their budget
+    uint64_t http_listener = 0;  // 0: no shared port
+    std::unordered_map<uint64_t, PendingHead> heads;
+    std::set<std::pair<Clock::time_point, uint64_t>> head_timers;
+    std::unordered_map<uint64_t, Closing> closings;
+    std::set<std::pair<Clock::time_point, uint64_t>> closing_timers;
     uint64_t next_id = 1;
     bool accept_paused = false;
     std::chrono::steady_clock::time_point accept_resume;
@@ -210,6 +593,42 @@ struct Router::Impl {
     size_t idle_workers = 0;
     bool workers_stop = false;
 
+    // A forwarding thread with its own epoll and connections. Workers hand
+    // each connected client/backend pair to the next forwarder, round robin,
+    // so forwarding uses more than one core.
+    struct Forwarder {
+        Impl& owner;
+        fs::Fd epoll;
+        fs::Fd wake;
+        std::thread thread;
+        std::mutex mu;  // guards arrivals and commands
+        std::deque<Arrival> arrivals;
+        std::deque<std::function<void()>> commands;
+        // Forwarder-thread state.
+        std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections;
+        std::vector<uint64_t> unfinished;  // connections that used up their budget
+        uint64_t next_id = 1;
+        std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kChunk);
+
+        explicit Forwarder(Impl& impl);
+        void wake_up();
+        void hand_over(Arrival arrival);
+        void run(std::function<void()> fn);  // on the forwarder's thread; waits
+        void main();
+        void handle_wake();
+        void establish(Arrival arrival);
+        void pump(uint64_t connection_id);
+        void on_connection_event(uint64_t connection_id, Kind side, uint32_t events);
+        void settle(uint64_t connection_id, Flow up, Flow down);
+        Flow pump_direction(Connection& c, Direction& d);
+        void end_first(Connection& c);
+        void replay(uint64_t connection_id);
+        void finish(uint64_t connection_id, bool abort);
+        void close_backend_connections(const std::shared_ptr<BackendState>& b);
+    };
+    std::vector<std::unique_ptr<Forwarder>> forwarders;
+    std::atomic<size_t> next_forwarder{0};
+
     Impl();
     ~Impl();
 
@@ -218,9 +637,11 @@ struct Router::Impl {
     std::shared_ptr<RouteState> route_locked(const std::string& name);
     void retire_if_unused_locked(const std::shared_ptr<BackendState>& b);
     void release(const std::shared_ptr<RouteState>& route, const std::shared_ptr<BackendState>& b);
+    void release_backend(const std::shared_ptr<BackendState>& b);
 
     // Connect workers.
     void submit(ConnectTask task);
+    void refuse_locked(ConnectTask& task);
     void worker_main();
     void connect_client(ConnectTask task);
 
@@ -228,19 +649,23 @@ struct Router::Impl {
     void loop_main();
     void handle_wake();
     void accept_clients(uint64_t listener_id);
+    void read_head(uint64_t head_id);
+    void route_request(uint64_t head_id, std::string host);
+    void respond(fs::Fd client, std::string answer, Kind registered_as);
+    void linger(uint64_t closing_id);
+    void end_closing(uint64_t closing_id);
+    void expire_timers();
+    int next_timeout() const;
     void pause_accepting();
     void resume_accepting();
-    void establish(Arrival arrival);
-    void pump(uint64_t connection_id);
-    Flow pump_direction(Direction& d);
-    void finish(uint64_t connection_id, bool abort);
-    void add_listener(const std::shared_ptr<RouteState>& route, fs::Fd fd);
+    uint64_t add_listener(const std::shared_ptr<RouteState>& route, fs::Fd fd);
     void drop_listener(uint64_t listener_id);
-    void close_backend_connections(const std::shared_ptr<BackendState>& b);
 };
 
-Router::Impl::Impl() {
-    epoll = fs::Fd(epoll_create1(EPOLL_CLOEXEC));
+namespace {
+
+fs::Fd epoll_with_wake(fs::Fd& wake) {
+    fs::Fd epoll(epoll_create1(EPOLL_CLOEXEC));
     if (!epoll) throw sys_error("router: epoll_create1", "", errno);
     wake = fs::Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake) throw sys_error("router: eventfd", "", errno);
@@ -249,35 +674,20 @@ Router::Impl::Impl() {
     ev.data.u64 = tag(kWake, 0);
     if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, wake.get(), &ev) != 0)
         throw sys_error("router: epoll_ctl add eventfd", "", errno);
-    loop_thread = std::thread([this] { loop_main(); });
+    return epoll;
 }
 
-Router::Impl::~Impl() {
-    stopping = true;
-    wake_loop();
-    loop_thread.join();
-    {
-        std::lock_guard lock(work_mu);
-        workers_stop = true;
-    }
-    work_cv.notify_all();
-    for (auto& worker : workers)
-        worker.join();
-    // What workers handed over after the loop ended is closed here.
-    for (auto& arrival : arrivals) {
-        close_abortively(arrival.client);
-        close_abortively(arrival.backend);
-    }
-}
-
-void Router::Impl::wake_loop() {
+void signal_eventfd(const fs::Fd& wake) {
     uint64_t one = 1;
     ssize_t n = write(wake.get(), &one, sizeof one);
     (void)n;  // EAGAIN: the counter is already non-zero, the loop wakes anyway
 }
 
-void Router::Impl::run_in_loop(std::function<void()> fn) {
-    if (std::this_thread::get_id() == loop_thread.get_id()) {
+// Runs `fn` on `loop` (an epoll thread woken by `wake` that runs `commands`)
+// and waits for it; at once when called on that thread.
+void run_on(const std::thread& loop, std::mutex& mu, std::deque<std::function<void()>>& commands,
+            const fs::Fd& wake, std::function<void()> fn) {
+    if (std::this_thread::get_id() == loop.get_id()) {
         fn();
         return;
     }
@@ -287,8 +697,135 @@ void Router::Impl::run_in_loop(std::function<void()> fn) {
         std::lock_guard lock(mu);
         commands.push_back([task] { (*task)(); });
     }
-    wake_loop();
+    signal_eventfd(wake);
     done.get();
+}
+
+// Forwarding threads: one per core, at least 1 and at most kMaxForwarders.
+constexpr unsigned kMaxForwarders = 4;
+// CASCADE_ROUTER_THREADS overrides (for measurements).
+size_t forwarder_count() {
+    if (const char* env = getenv("CASCADE_ROUTER_THREADS"); env && *env) {
+        int n = atoi(env);
+        if (n >= 1 && n <= 64) return static_cast<size_t>(n);
+    }
+    return std::clamp(std::thread::hardware_concurrency(), 1u, kMaxForwarders);
+}
+
+}  // namespace
+
+Router::Impl::Impl() {
+    epoll = epoll_with_wake(wake);
+    for (size_t i = 0, n = forwarder_count(); i < n; i++)
+        forwarders.push_back(std::make_unique<Forwarder>(*this));
+    for (auto& f : forwarders) {
+        Forwarder* forwarder = f.get();
+        forwarder->thread = std::thread([forwarder] { forwarder->main(); });
+    }
+    loop_thread = std::thread([this] { loop_main(); });
+}
+
+Router::Impl::~Impl() {
+    stopping = true;
+    wake_loop();
+    loop_thread.join();
+    for (auto& f : forwarders) {
+        f->wake_up();
+        f->thread.join();
+    }
+    {
+        std::lock_guard lock(work_mu);
+        workers_stop = true;
+    }
+    work_cv.notify_all();
+    for (auto& worker : workers)
+        worker.join();
+    // What workers handed over after the forwarders ended is closed here.
+    for (auto& f : forwarders) {
+        for (auto& arrival : f->arrivals) {
+            close_abortively(arrival.client);
+            close_abortively(arrival.backend);
+        }
+    }
+}
+
+void Router::Impl::wake_loop() {
+    signal_eventfd(wake);
+}
+
+// ---- forwarders --------------------------------------------------------------
+
+Router::Impl::Forwarder::Forwarder(Impl& impl) : owner(impl) {
+    epoll = epoll_with_wake(wake);
+}
+
+void Router::Impl::Forwarder::wake_up() {
+    signal_eventfd(wake);
+}
+
+void Router::Impl::Forwarder::hand_over(Arrival arrival) {
+    {
+        std::lock_guard lock(mu);
+        arrivals.push_back(std::move(arrival));
+    }
+    wake_up();
+}
+
+void Router::Impl::Forwarder::run(std::function<void()> fn) {
+    run_on(thread, mu, commands, wake, std::move(fn));
+}
+
+void Router::Impl::Forwarder::main() {
+    pthread_setname_np(pthread_self(), "router-forward");
+    constexpr int kMaxEvents = 256;
+    epoll_event events[kMaxEvents];
+    while (!owner.stopping) {
+        int n = epoll_wait(epoll.get(), events, kMaxEvents, unfinished.empty() ? -1 : 0);
+        if (n < 0) n = 0;  // EINTR; nothing else can fail on a valid epoll fd
+        for (int i = 0; i < n && !owner.stopping; i++) {
+            uint64_t data = events[i].data.u64;
+            auto kind = static_cast<Kind>(data & 7);
+            if (kind == kWake)
+                handle_wake();
+            else
+                on_connection_event(data >> 3, kind, events[i].events);
+        }
+        if (!unfinished.empty()) {
+            std::vector<uint64_t> again;
+            again.swap(unfinished);
+            std::sort(again.begin(), again.end());
+            again.erase(std::unique(again.begin(), again.end()), again.end());
+            for (uint64_t id : again)
+                if (connections.count(id)) pump(id);
+        }
+    }
+    // Shutting down: forwarded connections are cut (RST).
+    std::vector<uint64_t> open;
+    for (auto& [id, c] : connections)
+        open.push_back(id);
+    for (uint64_t id : open)
+        finish(id, true);
+}
+
+void Router::Impl::Forwarder::handle_wake() {
+    uint64_t count;
+    ssize_t n = read(wake.get(), &count, sizeof count);
+    (void)n;
+    std::deque<std::function<void()>> todo;
+    std::deque<Arrival> arrived;
+    {
+        std::lock_guard lock(mu);
+        todo.swap(commands);
+        arrived.swap(arrivals);
+    }
+    for (auto& arrival : arrived)
+        establish(std::move(arrival));
+    for (auto& command : todo)
+        command();
+}
+
+void Router::Impl::run_in_loop(std::function<void()> fn) {
+    run_on(loop_thread, mu, commands, wake, std::move(fn));
 }
 
 std::shared_ptr<RouteState> Router::Impl::route_locked(const std::string& name) {
@@ -319,6 +856,16 @@ void Router::Impl::release(const std::shared_ptr<RouteState>& route,
     released.notify_all();
 }
 
+// The connection goes on (with another backend): only the backend's count drops.
+void Router::Impl::release_backend(const std::shared_ptr<BackendState>& b) {
+    {
+        std::lock_guard lock(mu);
+        b->active--;
+        retire_if_unused_locked(b);
+    }
+    released.notify_all();
+}
+
 // ---- connect workers -------------------------------------------------------
 
 void Router::Impl::submit(ConnectTask task) {
@@ -335,8 +882,7 @@ void Router::Impl::submit(ConnectTask task) {
                 tasks.pop_back();
                 lock.unlock();
                 std::lock_guard route_lock(mu);
-                lost.route->stats.failed++;
-                lost.route->stats.active--;
+                refuse_locked(lost);
                 return;
             }
         }
@@ -345,7 +891,21 @@ void Router::Impl::submit(ConnectTask task) {
     work_cv.notify_one();
 }
 
+// No backend took the client: it is closed, or on the shared port answered 503.
+void Router::Impl::refuse_locked(ConnectTask& task) {
+    task.route->stats.failed++;
+    task.route->stats.active--;
+    if (task.http) {
+        refusals.push_back(Refusal{std::move(task.client), std::move(task.http->host)});
+        wake_loop();
+    } else if (task.replay) {
+        // The client sent a request and got nothing: a reset, not a clean EOF.
+        close_abortively(task.client);
+    }
+}
+
 void Router::Impl::worker_main() {
+    pthread_setname_np(pthread_self(), "router-connect");
     while (true) {
         ConnectTask task;
         {
@@ -366,11 +926,18 @@ void Router::Impl::connect_client(ConnectTask task) {
     {
         std::lock_guard lock(mu);
         RouteState& route = *task.route;
-        if (!route.removed && !route.rotation.empty()) {
+        if (!route.removed && !route.rotation.empty() &&
+            (!task.replay || task.replay->tried.size() < kMaxReplays)) {
             size_t n = route.rotation.size();
             size_t start = route.next++ % n;
-            for (size_t i = 0; i < n; i++)
-                candidates.push_back(route.rotation[(start + i) % n]);
+            for (size_t i = 0; i < n; i++) {
+                auto& b = route.rotation[(start + i) % n];
+                // A resend goes to a backend this request has not been to.
+                if (task.replay && std::find(task.replay->tried.begin(), task.replay->tried.end(),
+                                             b) != task.replay->tried.end())
+                    continue;
+                candidates.push_back(b);
+            }
         }
     }
     for (auto& b : candidates) {
@@ -393,12 +960,9 @@ void Router::Impl::connect_client(ConnectTask task) {
         }
         if (backend) {
             set_nonblocking(backend.get());
-            {
-                std::lock_guard lock(mu);
-                arrivals.push_back(
-                    Arrival{std::move(task.client), std::move(backend), task.route, b, epoch});
-            }
-            wake_loop();
+            Forwarder& f = *forwarders[next_forwarder++ % forwarders.size()];
+            f.hand_over(Arrival{std::move(task.client), std::move(backend), task.route, b, epoch,
+                                std::move(task.http), std::move(task.replay)});
             return;
         }
         {
@@ -410,8 +974,7 @@ void Router::Impl::connect_client(ConnectTask task) {
     }
     {
         std::lock_guard lock(mu);
-        task.route->stats.failed++;
-        task.route->stats.active--;
+        refuse_locked(task);
     }
     task.client.reset();
 }
@@ -419,23 +982,16 @@ void Router::Impl::connect_client(ConnectTask task) {
 // ---- loop thread -----------------------------------------------------------
 
 void Router::Impl::loop_main() {
+    pthread_setname_np(pthread_self(), "router-accept");
     constexpr int kMaxEvents = 256;
     epoll_event events[kMaxEvents];
     while (!stopping) {
-        int timeout = -1;
-        if (!unfinished.empty()) {
-            timeout = 0;
-        } else if (accept_paused) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                accept_resume - std::chrono::steady_clock::now());
-            timeout = static_cast<int>(std::max<int64_t>(1, left.count() + 1));
-        }
-        int n = epoll_wait(epoll.get(), events, kMaxEvents, timeout);
+        int n = epoll_wait(epoll.get(), events, kMaxEvents, next_timeout());
         if (n < 0) n = 0;  // EINTR; nothing else can fail on a valid epoll fd
         for (int i = 0; i < n && !stopping; i++) {
             uint64_t data = events[i].data.u64;
-            auto kind = static_cast<Kind>(data & 3);
-            uint64_t id = data >> 2;
+            auto kind = static_cast<Kind>(data & 7);
+            uint64_t id = data >> 3;
             switch (kind) {
                 case kWake:
                     handle_wake();
@@ -443,43 +999,66 @@ void Router::Impl::loop_main() {
                 case kListener:
                     accept_clients(id);
                     break;
-                case kClientSide:
-                case kBackendSide: {
-                    auto it = connections.find(id);
-                    if (it == connections.end()) break;  // closed earlier in this batch
-                    if (events[i].events & EPOLLERR) {
-                        Connection& c = *it->second;
-                        int fd = kind == kClientSide ? c.client.get() : c.backend.get();
-                        int err = 0;
-                        socklen_t len = sizeof err;
-                        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-                        if (err != 0) {
-                            finish(id, true);
-                            break;
-                        }
-                    }
-                    pump(id);
+                case kHead:
+                    read_head(id);
                     break;
-                }
+                case kClosing:
+                    linger(id);
+                    break;
+                case kClientSide:
+                case kBackendSide:
+                    break;  // forwarders' business
             }
         }
-        if (accept_paused && std::chrono::steady_clock::now() >= accept_resume) resume_accepting();
-        if (!unfinished.empty()) {
-            std::vector<uint64_t> again;
-            again.swap(unfinished);
-            std::sort(again.begin(), again.end());
-            again.erase(std::unique(again.begin(), again.end()), again.end());
-            for (uint64_t id : again)
-                if (connections.count(id)) pump(id);
-        }
+        if (accept_paused && Clock::now() >= accept_resume) resume_accepting();
+        expire_timers();
     }
-    // Shutting down: forwarded connections are cut (RST), listeners closed.
-    std::vector<uint64_t> open;
-    for (auto& [id, c] : connections)
-        open.push_back(id);
-    for (uint64_t id : open)
-        finish(id, true);
+    // Shutting down: listeners and heads closed (forwarders cut their own).
+    for (auto& [id, head] : heads)
+        close_abortively(head.client);
+    heads.clear();
+    closings.clear();
     listeners.clear();
+}
+
+// Milliseconds until the loop must look at a timer; -1: none.
+int Router::Impl::next_timeout() const {
+    std::optional<Clock::time_point> soonest;
+    auto consider = [&](Clock::time_point t) {
+        if (!soonest || t < *soonest) soonest = t;
+    };
+    if (accept_paused) consider(accept_resume);
+    if (!head_timers.empty()) consider(head_timers.begin()->first);
+    if (!closing_timers.empty()) consider(closing_timers.begin()->first);
+    if (!soonest) return -1;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*soonest - Clock::now());
+    return static_cast<int>(std::clamp<int64_t>(left.count() + 1, 0, 60000));
+}
+
+void Router::Impl::expire_timers() {
+    if (head_timers.empty() && closing_timers.empty()) return;
+    auto now = Clock::now();
+    while (!head_timers.empty() && head_timers.begin()->first <= now) {
+        uint64_t id = head_timers.begin()->second;
+        head_timers.erase(head_timers.begin());
+        auto it = heads.find(id);
+        if (it == heads.end()) continue;
+        fs::Fd client = std::move(it->second.client);
+        heads.erase(it);
+        {
+            std::lock_guard lock(mu);
+            http_counters.bad_request++;
+        }
+        respond(std::move(client),
+                http_error(408, "Request Timeout",
+                           "cascade router: the request head did not arrive in time\n"),
+                kHead);
+    }
+    while (!closing_timers.empty() && closing_timers.begin()->first <= now) {
+        uint64_t id = closing_timers.begin()->second;
+        closing_timers.erase(closing_timers.begin());
+        end_closing(id);
+    }
 }
 
 void Router::Impl::handle_wake() {
@@ -487,14 +1066,21 @@ void Router::Impl::handle_wake() {
     ssize_t n = read(wake.get(), &count, sizeof count);
     (void)n;
     std::deque<std::function<void()>> todo;
-    std::deque<Arrival> arrived;
+    std::deque<Refusal> refused;
     {
         std::lock_guard lock(mu);
         todo.swap(commands);
-        arrived.swap(arrivals);
+        refused.swap(refusals);
     }
-    for (auto& arrival : arrived)
-        establish(std::move(arrival));
+    for (auto& refusal : refused) {
+        if (stopping) break;
+        respond(std::move(refusal.client),
+                http_error(503, "Service Unavailable",
+                           "cascade router: no ready backend for host '" + refusal.host +
+                               "'; try again later\n",
+                           true),
+                kWake);
+    }
     for (auto& command : todo)
         command();
 }
@@ -512,13 +1098,196 @@ void Router::Impl::accept_clients(uint64_t listener_id) {
             return;  // EAGAIN, or an error that a later round may not have
         }
         fs::Fd client(fd);
+        if (!listener.route) {
+            // The shared HTTP port: read the request head first.
+            uint64_t id = next_id++;
+            epoll_event ev{};
+            ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+            ev.data.u64 = tag(kHead, id);
+            if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, client.get(), &ev) != 0) continue;
+            Clock::duration timeout;
+            {
+                std::lock_guard lock(mu);
+                http_counters.connections++;
+                timeout = header_timeout;
+            }
+            PendingHead& head = heads[id];
+            head.client = std::move(client);
+            head.deadline = Clock::now() + timeout;
+            head_timers.emplace(head.deadline, id);
+            continue;  // EPOLLIN (edge-triggered: also for bytes already there) reads it
+        }
         {
             std::lock_guard lock(mu);
             listener.route->stats.connections++;
             listener.route->stats.active++;
         }
-        submit(ConnectTask{std::move(client), listener.route});
+        submit(ConnectTask{std::move(client), listener.route, std::nullopt, nullptr});
     }
+}
+
+void Router::Impl::read_head(uint64_t head_id) {
+    auto it = heads.find(head_id);
+    if (it == heads.end()) return;
+    PendingHead& h = it->second;
+    bool eof = false;
+    while (h.buf.size() < kMaxHead) {
+        size_t old = h.buf.size();
+        h.buf.resize(old + kMaxHead);
+        ssize_t n = recv(h.client.get(), h.buf.data() + old, kMaxHead, 0);
+        h.buf.resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+        if (n > 0) continue;
+        if (n == 0) {
+            eof = true;
+            break;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        head_timers.erase({h.deadline, head_id});
+        close_abortively(h.client);
+        heads.erase(it);  // reset by the client
+        return;
+    }
+    Head head = examine_head(h.buf);
+    if (head.status == HeadStatus::Incomplete && !eof) return;  // the next edge brings more
+    head_timers.erase({h.deadline, head_id});
+    if (head.status == HeadStatus::Complete) {
+        route_request(head_id, std::move(head.host));
+        return;
+    }
+    fs::Fd client = std::move(h.client);
+    bool empty = h.buf.empty();
+    heads.erase(it);
+    if (head.status == HeadStatus::Incomplete && empty) return;  // connected, sent nothing, left
+    {
+        std::lock_guard lock(mu);
+        http_counters.bad_request++;
+    }
+    std::string answer;
+    if (head.status == HeadStatus::TooLarge) {
+        answer = http_error(431, "Request Header Fields Too Large",
+                            "cascade router: the request head is larger than " +
+                                std::to_string(kMaxHead) + " bytes\n");
+    } else if (head.status == HeadStatus::Incomplete) {
+        answer = http_error(400, "Bad Request",
+                            "cascade router: bad request: the connection ended inside the "
+                            "request head\n");
+    } else {
+        answer =
+            http_error(400, "Bad Request", "cascade router: bad request: " + head.reason + "\n");
+    }
+    respond(std::move(client), std::move(answer), kHead);
+}
+
+// The head is complete: pick the route by Host and connect like any client.
+void Router::Impl::route_request(uint64_t head_id, std::string host) {
+    auto it = heads.find(head_id);
+    PendingHead h = std::move(it->second);
+    heads.erase(it);
+    std::shared_ptr<RouteState> route;
+    bool ready = false;
+    {
+        std::lock_guard lock(mu);
+        auto found = hostnames.find(host);
+        if (found == hostnames.end()) {
+            http_counters.unknown_host++;
+        } else {
+            route = found->second;
+            http_counters.routed++;
+            route->stats.connections++;
+            ready = !route->removed && !route->rotation.empty();
+            if (!ready) route->stats.failed++;
+        }
+    }
+    if (!route) {
+        // The known hostnames are not listed: they are not the client's business.
+        respond(std::move(h.client),
+                http_error(404, "Not Found", "cascade router: no route for host '" + host + "'\n"),
+                kHead);
+        return;
+    }
+    if (!ready) {
+        respond(std::move(h.client),
+                http_error(
+                    503, "Service Unavailable",
+                    "cascade router: no ready backend for host '" + host + "'; try again later\n",
+                    true),
+                kHead);
+        return;
+    }
+    epoll_ctl(epoll.get(), EPOLL_CTL_DEL, h.client.get(), nullptr);
+    {
+        std::lock_guard lock(mu);
+        route->stats.active++;
+    }
+    submit(ConnectTask{std::move(h.client), route, HttpRequest{std::move(h.buf), std::move(host)},
+                       nullptr});
+}
+
+// Writes `answer`, half-closes, and reads what the client still sends until
+// it closes (or kLingerTime/kLingerBytes), so the client gets to read the
+// answer instead of a reset. `registered_as`: kHead when the socket is in
+// epoll as a head, anything else when it is not in epoll.
+void Router::Impl::respond(fs::Fd client, std::string answer, Kind registered_as) {
+    uint64_t id = next_id++;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = tag(kClosing, id);
+    int op = registered_as == kHead ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(epoll.get(), op, client.get(), &ev) != 0) {
+        close_abortively(client);
+        return;
+    }
+    Closing& c = closings[id];
+    c.client = std::move(client);
+    c.out = std::move(answer);
+    c.deadline = Clock::now() + kLingerTime;
+    closing_timers.emplace(c.deadline, id);
+    linger(id);
+}
+
+void Router::Impl::linger(uint64_t closing_id) {
+    auto it = closings.find(closing_id);
+    if (it == closings.end()) return;
+    Closing& c = it->second;
+    int fd = c.client.get();
+    while (c.offset < c.out.size()) {
+        ssize_t n = send(fd, c.out.data() + c.offset, c.out.size() - c.offset, MSG_NOSIGNAL);
+        if (n > 0) {
+            c.offset += static_cast<size_t>(n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        } else {
+            end_closing(closing_id);
+            return;
+        }
+    }
+    if (!c.shut) {
+        shutdown(fd, SHUT_WR);
+        c.shut = true;
+    }
+    while (true) {
+        ssize_t n = recv(fd, scratch.get(), kChunk, 0);
+        if (n > 0) {
+            c.discarded += static_cast<size_t>(n);
+            if (c.discarded <= kLingerBytes) continue;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        end_closing(closing_id);  // EOF, too much, or an error
+        return;
+    }
+}
+
+void Router::Impl::end_closing(uint64_t closing_id) {
+    auto it = closings.find(closing_id);
+    if (it == closings.end()) return;
+    closing_timers.erase({it->second.deadline, closing_id});
+    closings.erase(it);  // closing the socket takes it out of epoll
 }
 
 // Out of file descriptors: a level-triggered listener would spin, so stop
@@ -543,16 +1312,19 @@ void Router::Impl::resume_accepting() {
     }
 }
 
-void Router::Impl::add_listener(const std::shared_ptr<RouteState>& route, fs::Fd fd) {
+// `route` null: the shared HTTP port.
+uint64_t Router::Impl::add_listener(const std::shared_ptr<RouteState>& route, fs::Fd fd) {
     uint64_t id = next_id++;
     epoll_event ev{};
     ev.events = accept_paused ? 0u : static_cast<uint32_t>(EPOLLIN);
     ev.data.u64 = tag(kListener, id);
     if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0)
-        throw sys_error("router: epoll_ctl add listener for route '" + route->name + "' on",
-                        address_text(route->host, route->port), errno);
+        throw sys_error("router: epoll_ctl add listener for " +
+                            (route ? "route '" + route->name + "'" : std::string("the HTTP port")),
+                        "", errno);
     listeners[id] = Listener{std::move(fd), route};
-    route->listener_id = id;
+    if (route) route->listener_id = id;
+    return id;
 }
 
 void Router::Impl::drop_listener(uint64_t listener_id) {
@@ -562,18 +1334,18 @@ void Router::Impl::drop_listener(uint64_t listener_id) {
     listeners.erase(it);
 }
 
-void Router::Impl::establish(Arrival arrival) {
+void Router::Impl::Forwarder::establish(Arrival arrival) {
     bool forced;
     {
-        std::lock_guard lock(mu);
+        std::lock_guard lock(owner.mu);
         forced = arrival.epoch < arrival.target->force_epoch;
     }
-    if (forced || stopping) {
+    if (forced || owner.stopping) {
         close_abortively(arrival.client);
         close_abortively(arrival.backend);
         arrival.client.reset();
         arrival.backend.reset();
-        release(arrival.route, arrival.target);
+        owner.release(arrival.route, arrival.target);
         return;
     }
     auto c = std::make_unique<Connection>();
@@ -584,6 +1356,27 @@ void Router::Impl::establish(Arrival arrival) {
     c->target = std::move(arrival.target);
     c->up.src = c->down.dst = c->client.get();
     c->up.dst = c->down.src = c->backend.get();
+    c->up.bytes = &c->route->bytes_in;
+    c->down.bytes = &c->route->bytes_out;
+    if (arrival.replay) {
+        // A resend: everything the client sent goes to this backend first
+        // (counted in bytes_in once, when it arrived).
+        c->first.request = arrival.replay->request;
+        c->up.pending = std::move(arrival.replay->request);
+        c->up.eof = arrival.replay->client_eof;
+        c->first.tried = std::move(arrival.replay->tried);
+    } else if (arrival.http) {
+        // The request head (and whatever followed it) goes to the backend first.
+        c->up.bytes->fetch_add(arrival.http->head.size(), std::memory_order_relaxed);
+        c->first.request = arrival.http->head;
+        c->up.pending = std::move(arrival.http->head);
+    }
+    if (arrival.http) c->first.http = HttpRequest{{}, std::move(arrival.http->host)};
+    c->first.repeat = repeatable(c->first.request);
+    if (c->first.repeat == Repeat::Unsafe || c->first.request.size() > kReplayLimit)
+        end_first(*c);
+    else
+        c->first.head_request = c->first.request.rfind("HEAD ", 0) == 0;
     set_nodelay(c->client.get());
     set_nodelay(c->backend.get());
     uint64_t id = c->id;
@@ -604,22 +1397,114 @@ void Router::Impl::establish(Arrival arrival) {
     pump(id);
 }
 
-void Router::Impl::pump(uint64_t connection_id) {
+void Router::Impl::Forwarder::pump(uint64_t connection_id) {
     auto it = connections.find(connection_id);
     if (it == connections.end()) return;
     Connection& c = *it->second;
-    Flow up = pump_direction(c.up);
-    Flow down = up == Flow::Failed ? Flow::Failed : pump_direction(c.down);
+    Flow up = pump_direction(c, c.up);
+    Flow down = up == Flow::Failed || up == Flow::Replay ? up : pump_direction(c, c.down);
+    settle(connection_id, up, down);
+}
+
+// An event on one side moves only what it concerns: readable -> the direction
+// reading from this side; writable -> the direction writing to it, if bytes
+// wait for it.
+void Router::Impl::Forwarder::on_connection_event(uint64_t connection_id, Kind side,
+                                                  uint32_t events) {
+    auto it = connections.find(connection_id);
+    if (it == connections.end()) return;  // closed earlier in this batch
+    Connection& c = *it->second;
+    if (events & EPOLLERR) {
+        int fd = side == kClientSide ? c.client.get() : c.backend.get();
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            if (side == kBackendSide && c.first.active && c.first.repeat == Repeat::Safe)
+                replay(connection_id);
+            else
+                finish(connection_id, true);
+            return;
+        }
+    }
+    Direction& from = side == kClientSide ? c.up : c.down;
+    Direction& to = side == kClientSide ? c.down : c.up;
+    constexpr uint32_t kHangup = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+    if (events & kHangup) from.hup = true;
+    Flow read = Flow::Idle, write = Flow::Idle;
+    if (events & (EPOLLIN | kHangup)) read = pump_direction(c, from);
+    if (read != Flow::Failed && read != Flow::Replay && (events & (EPOLLOUT | kHangup)) &&
+        to.offset < to.pending.size())
+        write = pump_direction(c, to);
+    if (side == kClientSide)
+        settle(connection_id, read, write);
+    else
+        settle(connection_id, write, read);
+}
+
+void Router::Impl::Forwarder::settle(uint64_t connection_id, Flow up, Flow down) {
+    auto it = connections.find(connection_id);
+    if (it == connections.end()) return;
+    Connection& c = *it->second;
     if (up == Flow::Failed || down == Flow::Failed) {
         finish(connection_id, true);
+    } else if (up == Flow::Replay || down == Flow::Replay) {
+        replay(connection_id);
     } else if (c.up.shut && c.down.shut) {
         finish(connection_id, false);
-    } else if (up == Flow::More || down == Flow::More) {
+    } else if (up == Flow::More || down == Flow::More || c.kick) {
+        c.kick = false;
         unfinished.push_back(connection_id);
     }
 }
 
-Flow Router::Impl::pump_direction(Direction& d) {
+// The first exchange is over (or can't be resent): what is held goes to the
+// client, and from now on bytes are only forwarded.
+void Router::Impl::Forwarder::end_first(Connection& c) {
+    FirstExchange& f = c.first;
+    if (!f.active) return;
+    f.active = false;
+    if (!f.held.empty()) {
+        if (c.down.bytes) c.down.bytes->fetch_add(f.held.size(), std::memory_order_relaxed);
+        c.down.pending.append(f.held);
+        c.kick = true;  // the client side may be writable already: no edge would come
+    }
+    std::string().swap(f.held);
+    std::string().swap(f.request);
+    f.tried.clear();
+    f.http.reset();
+}
+
+// The backend closed or failed before any response byte reached the client:
+// the request goes to another backend (a worker connects; the client waits).
+void Router::Impl::Forwarder::replay(uint64_t connection_id) {
+    auto it = connections.find(connection_id);
+    if (it == connections.end()) return;
+    std::unique_ptr<Connection> c = std::move(it->second);
+    connections.erase(it);
+    epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->client.get(), nullptr);
+    epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->backend.get(), nullptr);
+    close_abortively(c->backend);
+    c->backend.reset();
+    auto again = std::make_shared<Replay>();
+    again->request = std::move(c->first.request);
+    again->client_eof = c->up.eof;
+    again->tried = std::move(c->first.tried);
+    again->tried.push_back(c->target);
+    {
+        std::lock_guard lock(owner.mu);
+        c->route->stats.retried++;
+    }
+    owner.release_backend(c->target);
+    owner.submit(ConnectTask{std::move(c->client), c->route, std::move(c->first.http), again});
+}
+
+Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
+    const bool down = &d == &c.down;
+    // A failing backend before the first response: resend when that is safe.
+    auto backend_failed = [&c] {
+        return c.first.active && c.first.repeat == Repeat::Safe ? Flow::Replay : Flow::Failed;
+    };
     size_t moved = 0;
     while (true) {
         while (d.offset < d.pending.size()) {
@@ -632,7 +1517,7 @@ Flow Router::Impl::pump_direction(Direction& d) {
             } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 return Flow::Idle;  // EPOLLOUT on dst resumes
             } else {
-                return Flow::Failed;
+                return down ? Flow::Failed : backend_failed();
             }
         }
         if (!d.pending.empty()) {
@@ -651,15 +1536,47 @@ Flow Router::Impl::pump_direction(Direction& d) {
         if (moved >= kPumpBudget) return Flow::More;
         ssize_t n = recv(d.src, scratch.get(), kChunk, 0);
         if (n == 0) {
+            if (down && c.first.active) {
+                if (c.first.repeat == Repeat::Safe) return Flow::Replay;
+                end_first(c);
+            }
             d.eof = true;
             continue;
         }
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return Flow::Idle;  // EPOLLIN resumes
-            return Flow::Failed;
+            return down ? backend_failed() : Flow::Failed;
         }
         moved += static_cast<size_t>(n);
+        if (c.first.active) {
+            std::string_view data(scratch.get(), static_cast<size_t>(n));
+            FirstExchange& f = c.first;
+            if (!down) {
+                f.request.append(data);
+                if (f.repeat == Repeat::Unknown) {
+                    f.repeat = repeatable(f.request);
+                    f.head_request = f.request.rfind("HEAD ", 0) == 0;
+                }
+                if (f.repeat == Repeat::Unsafe || f.request.size() > kReplayLimit) end_first(c);
+            } else if (f.repeat != Repeat::Safe) {
+                end_first(c);  // the backend spoke before a resendable request
+            } else {
+                // Hold the response back until it is complete (or can't be).
+                f.held.append(data);
+                FirstResponse r = examine_response(f.held, f.head_request);
+                bool waiting = r.kind == ResponseLength::Incomplete ||
+                               (r.kind == ResponseLength::Sized && f.held.size() < r.size);
+                if (!waiting) {
+                    end_first(c);  // into d.pending: the loop's top sends it
+                    c.kick = false;
+                    continue;
+                }
+                if (static_cast<size_t>(n) < kChunk && !d.hup) return Flow::Idle;
+                continue;
+            }
+        }
+        if (d.bytes) d.bytes->fetch_add(static_cast<size_t>(n), std::memory_order_relaxed);
         size_t sent = 0;
         while (sent < static_cast<size_t>(n)) {
             ssize_t m =
@@ -675,10 +1592,13 @@ Flow Router::Impl::pump_direction(Direction& d) {
                 return Flow::Failed;
             }
         }
+        // A short read emptied the socket: new bytes bring a new edge. After a
+        // hangup the FIN may already wait behind them, so read on to EOF.
+        if (static_cast<size_t>(n) < kChunk && !d.hup) return Flow::Idle;
     }
 }
 
-void Router::Impl::finish(uint64_t connection_id, bool abort) {
+void Router::Impl::Forwarder::finish(uint64_t connection_id, bool abort) {
     auto it = connections.find(connection_id);
     if (it == connections.end()) return;
     std::unique_ptr<Connection> c = std::move(it->second);
@@ -691,10 +1611,10 @@ void Router::Impl::finish(uint64_t connection_id, bool abort) {
     }
     c->client.reset();
     c->backend.reset();
-    release(c->route, c->target);
+    owner.release(c->route, c->target);
 }
 
-void Router::Impl::close_backend_connections(const std::shared_ptr<BackendState>& b) {
+void Router::Impl::Forwarder::close_backend_connections(const std::shared_ptr<BackendState>& b) {
     std::vector<uint64_t> doomed;
     for (auto& [id, c] : connections)
         if (c->target == b) doomed.push_back(id);
@@ -718,7 +1638,7 @@ void Router::add_route(const std::string& route, const std::string& host, uint16
             return;
     }
     // Bind first: when the new address is taken, the old listener stays.
-    auto fd = std::make_shared<fs::Fd>(listen_on(route, bind_host, port));
+    auto fd = std::make_shared<fs::Fd>(listen_on("route '" + route + "'", bind_host, port));
     impl_->run_in_loop([this, &route, &bind_host, port, fd] {
         std::shared_ptr<RouteState> r;
         uint64_t old_listener;
@@ -747,6 +1667,8 @@ void Router::remove_route(const std::string& route) {
             r->removed = true;
             listener = r->listener_id;
             r->listener_id = 0;
+            if (!r->hostname.empty()) impl_->hostnames.erase(r->hostname);
+            r->hostname.clear();
             for (auto& b : r->rotation) {
                 b->in_rotation = false;
                 impl_->retire_if_unused_locked(b);
@@ -819,7 +1741,8 @@ bool Router::drain(const std::string& backend_id, std::chrono::milliseconds time
     if (impl_->released.wait_until(lock, deadline, [&] { return b->active == 0; })) return true;
     b->force_epoch++;
     lock.unlock();
-    impl_->run_in_loop([this, b] { impl_->close_backend_connections(b); });
+    for (auto& f : impl_->forwarders)
+        f->run([&f, b] { f->close_backend_connections(b); });
     return false;
 }
 
@@ -832,7 +1755,73 @@ size_t Router::active_connections(const std::string& backend_id) const {
 RouteStats Router::stats(const std::string& route) const {
     std::lock_guard lock(impl_->mu);
     auto it = impl_->routes.find(route);
-    return it == impl_->routes.end() ? RouteStats{} : it->second->stats;
+    if (it == impl_->routes.end()) return RouteStats{};
+    RouteStats out = it->second->stats;
+    out.bytes_in = it->second->bytes_in.load(std::memory_order_relaxed);
+    out.bytes_out = it->second->bytes_out.load(std::memory_order_relaxed);
+    return out;
+}
+
+void Router::listen_http(const std::string& host, uint16_t port) {
+    std::string bind_host = host.empty() ? "127.0.0.1" : host;
+    {
+        std::lock_guard lock(impl_->mu);
+        if (impl_->http_bound_port != 0 && impl_->http_host == bind_host &&
+            impl_->http_bound_port == port)
+            return;
+    }
+    auto fd = std::make_shared<fs::Fd>(listen_on("the shared HTTP port", bind_host, port));
+    uint16_t bound = bound_port(fd->get());
+    impl_->run_in_loop([this, fd] {
+        uint64_t old = impl_->http_listener;
+        impl_->http_listener = 0;
+        impl_->drop_listener(old);
+        impl_->http_listener = impl_->add_listener(nullptr, std::move(*fd));
+    });
+    std::lock_guard lock(impl_->mu);
+    impl_->http_host = bind_host;
+    impl_->http_bound_port = bound;
+}
+
+uint16_t Router::http_port() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->http_bound_port;
+}
+
+void Router::set_hostname(const std::string& route, const std::string& hostname) {
+    std::string name = normalize_host(hostname);
+    if (name.empty() || name.find(':') != std::string::npos)
+        throw Error("router: invalid hostname '" + hostname + "' for route '" + route +
+                    "': give a DNS name such as " + route +
+                    ".localhost (letters, digits, '-', '.')");
+    std::lock_guard lock(impl_->mu);
+    auto taken = impl_->hostnames.find(name);
+    if (taken != impl_->hostnames.end() && taken->second->name != route)
+        throw Error("router: hostname '" + name + "' of route '" + route +
+                    "' is already used by route '" + taken->second->name +
+                    "'; give each route its own hostname");
+    auto r = impl_->route_locked(route);
+    if (!r->hostname.empty()) impl_->hostnames.erase(r->hostname);
+    r->hostname = name;
+    impl_->hostnames[name] = r;
+}
+
+void Router::clear_hostname(const std::string& route) {
+    std::lock_guard lock(impl_->mu);
+    auto it = impl_->routes.find(route);
+    if (it == impl_->routes.end() || it->second->hostname.empty()) return;
+    impl_->hostnames.erase(it->second->hostname);
+    it->second->hostname.clear();
+}
+
+void Router::set_header_timeout(std::chrono::milliseconds timeout) {
+    std::lock_guard lock(impl_->mu);
+    impl_->header_timeout = timeout;
+}
+
+HttpPortStats Router::http_stats() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->http_counters;
 }
 
 }  // namespace cascade::runtime

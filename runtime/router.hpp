@@ -3,6 +3,26 @@
 // anything that can produce a connected socket (for replicas: a socket created
 // inside the replica's network namespace).
 //
+// One shared HTTP port (`listen_http`) routes by the request's Host header,
+// like OpenShift's router: `set_hostname("app-a", "app-a.localhost")`. The
+// router reads only the request head (to find the Host), then forwards the
+// connection as plain TCP to one ready backend of that route; the connection
+// stays with that backend (keep-alive included). Errors are answered in HTTP
+// and close the connection: 400 malformed head (or no Host), 404 unknown host
+// (the known hostnames are not listed), 408 head not complete in time, 431 head
+// larger than 16 KiB, 503 no ready backend (with Retry-After).
+//
+// A backend that dies before answering does not fail the client: until the
+// first response of a connection is complete, the router keeps the bytes the
+// client sent (up to 64 KiB) and holds back a small first response (an HTTP/1.x
+// head with Content-Length, head + body up to 64 KiB). When the backend closes
+// or resets before any response byte went to the client, and the request is
+// safe to repeat (it starts with GET, HEAD, OPTIONS, PUT, DELETE or TRACE), the
+// bytes are resent to another ready backend (each backend tried at most once).
+// Larger, chunked or unsized responses stream at once; after the first
+// response the connection is forwarded as plain TCP; anything else (POST,
+// non-HTTP protocols) is never resent.
+//
 // Rollouts use it as: add the new backend, remove the old one from rotation
 // (`remove_backend`), `drain` it (wait for its open connections to finish),
 // then stop the old container.
@@ -26,9 +46,23 @@ struct Backend {
 };
 
 struct RouteStats {
-    uint64_t connections = 0;  // accepted
-    uint64_t failed = 0;       // closed because no backend accepted
+    uint64_t connections = 0;  // accepted on the route's port, or routed to it by Host
+    uint64_t failed = 0;       // closed (shared port: answered 503) because no backend accepted
+    // Connections whose first request went to another backend because theirs
+    // closed before answering (counted once per resend; see Router).
+    uint64_t retried = 0;
     uint64_t active = 0;
+    uint64_t bytes_in = 0;   // client -> backend (on the shared port, the request head included)
+    uint64_t bytes_out = 0;  // backend -> client
+};
+
+// The shared HTTP port's own counters: what was answered before a route was
+// chosen. Routed connections count in their route's RouteStats.
+struct HttpPortStats {
+    uint64_t connections = 0;   // accepted
+    uint64_t routed = 0;        // handed to a route (503s included)
+    uint64_t bad_request = 0;   // 400, 408 and 431
+    uint64_t unknown_host = 0;  // 404
 };
 
 class Router {
@@ -46,6 +80,23 @@ class Router {
     // Closes the listener and forgets the route's rotation and stats; the open
     // connections continue and can still be drained by backend id.
     void remove_route(const std::string& route);
+
+    // The shared HTTP port. Throws when host:port is taken (naming it). Calling
+    // it again with the same address is a no-op; with another one the old
+    // listener is replaced. Port 0 lets the kernel choose a new port (see
+    // http_port()).
+    // An empty host means 127.0.0.1.
+    void listen_http(const std::string& host, uint16_t port);
+    uint16_t http_port() const;  // 0 when not listening
+    // Requests whose Host (case-insensitive, without :port, trailing dot
+    // ignored) is `hostname` go to `route`. A route has one hostname: setting
+    // another replaces it. Throws when the hostname is invalid or belongs to
+    // another route. remove_route() clears the route's hostname too.
+    void set_hostname(const std::string& route, const std::string& hostname);
+    void clear_hostname(const std::string& route);
+    // How long a client may take to send its request head (default 10 s).
+    void set_header_timeout(std::chrono::milliseconds timeout);
+    HttpPortStats http_stats() const;
 
     // Rotation. A connection goes to the next backend round robin; a backend
     // that refuses is skipped and the next one tried, so a client only sees a

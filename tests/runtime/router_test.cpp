@@ -5,17 +5,22 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <deque>
+#include <fstream>
 #include <future>
 #include <latch>
 #include <map>
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -29,7 +34,9 @@ namespace {
 using namespace std::chrono_literals;
 using cascade::test::eventually;
 using cascade::test::free_port;
+using cascade::test::have_program;
 using cascade::test::http_get;
+using cascade::test::run;
 
 // Blocking I/O in tests must not hang a broken router forever: reads and
 // writes give up after this and the test fails instead.
@@ -702,6 +709,549 @@ TEST(Router, RollingReplaceLosesNoRequest) {
     RouteStats stats = routed.router.stats("web");
     EXPECT_EQ(stats.failed, 0u);
     EXPECT_EQ(stats.connections, static_cast<uint64_t>(requests.load()));
+}
+
+// ---- the shared HTTP port ---------------------------------------------------
+
+// An HTTP/1.1 keep-alive server: answers every request on the connection
+// (pipelined ones too) with "<name> <path>". Once `*closing` is set, the next
+// answer says "Connection: close" and the server closes, like a server that
+// shuts down gracefully.
+std::function<void(int)> keep_alive_http(std::string name,
+                                         std::shared_ptr<std::atomic<bool>> closing = nullptr,
+                                         std::chrono::milliseconds think = 0ms) {
+    return [name, closing, think](int fd) {
+        std::string buf;
+        char chunk[16384];
+        while (true) {
+            size_t end;
+            while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
+                ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) return;
+                buf.append(chunk, static_cast<size_t>(n));
+            }
+            std::string head = buf.substr(0, end);
+            buf.erase(0, end + 4);
+            size_t sp1 = head.find(' ');
+            size_t sp2 = head.find(' ', sp1 + 1);
+            std::string path = head.substr(sp1 + 1, sp2 - sp1 - 1);
+            std::this_thread::sleep_for(think);
+            std::string lower_head;
+            for (char ch : head)
+                lower_head += static_cast<char>(tolower(static_cast<unsigned char>(ch)));
+            bool close_now = (closing && closing->load()) ||
+                             lower_head.find("connection: close") != std::string::npos ||
+                             head.substr(sp2 + 1, 8) == "HTTP/1.0";
+            std::string body = name + " " + path;
+            if (!send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+                                  std::to_string(body.size()) + "\r\n" +
+                                  (close_now ? "Connection: close\r\n" : "") + "\r\n" + body))
+                return;
+            if (close_now) return;
+        }
+    };
+}
+
+// A router whose shared HTTP port listens on a port the kernel picked.
+struct HttpRouter {
+    Router router;
+    uint16_t port = 0;
+    HttpRouter() {
+        router.listen_http("127.0.0.1", 0);
+        port = router.http_port();
+    }
+    std::string url(const std::string& path = "/") const {
+        return "http://127.0.0.1:" + std::to_string(port) + path;
+    }
+};
+
+struct Curl {
+    int status = 0;
+    std::string body;
+    std::string headers;
+    int connects = -1;
+};
+
+// curl as the client: `args` come before the URLs. With several URLs (one
+// connection, keep-alive) the bodies are joined with "|".
+Curl curl(const std::vector<std::string>& args, const std::vector<std::string>& urls) {
+    std::vector<std::string> argv = {
+        "curl", "-sS",         "--max-time", "60",
+        "-D",   "/dev/stderr", "-w",         "<<%{http_code} %{num_connects}>>"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), urls.begin(), urls.end());
+    auto result = run(argv, 90s);
+    Curl out;
+    out.headers = result.err;
+    out.connects = 0;
+    std::string_view rest = result.out;
+    while (true) {
+        size_t open = rest.find("<<");
+        size_t close = rest.find(">>", open);
+        if (open == std::string_view::npos || close == std::string_view::npos) break;
+        if (!out.body.empty() || out.status != 0) out.body += "|";
+        out.body += rest.substr(0, open);
+        int conns = 0;
+        sscanf(std::string(rest.substr(open + 2, close - open - 2)).c_str(), "%d %d", &out.status,
+               &conns);
+        out.connects += conns;
+        rest.remove_prefix(close + 2);
+    }
+    return out;
+}
+
+Curl curl_host(const HttpRouter& r, const std::string& host, const std::string& path = "/") {
+    return curl({"-H", "Host: " + host}, {r.url(path)});
+}
+
+// The raw answer of a request sent on its own connection, read to EOF.
+std::string raw_exchange(uint16_t port, std::string_view request) {
+    fs::Fd fd = connect_to(port);
+    if (!fd) return "<connect failed>";
+    if (!send_all(fd.get(), request)) return "<send failed>";
+    shutdown(fd.get(), SHUT_WR);
+    return read_to_eof(fd.get()).value_or("<reset>");
+}
+
+std::string status_line(const std::string& response) {
+    return response.substr(0, response.find("\r\n"));
+}
+
+TEST(RouterHttp, RoutesByHostHeaderWithCurl) {
+    ASSERT_TRUE(have_program("curl"));
+    TestServer a(keep_alive_http("app-a")), b(keep_alive_http("app-b"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.set_hostname("b", "B.Localhost");  // stored lowercase
+    r.router.add_backend("a", tcp_backend("a-1", a.port()));
+    r.router.add_backend("b", tcp_backend("b-1", b.port()));
+
+    Curl to_a = curl_host(r, "a.localhost", "/x");
+    EXPECT_EQ(to_a.status, 200) << to_a.headers;
+    EXPECT_EQ(to_a.body, "app-a /x");
+    Curl to_b = curl_host(r, "b.localhost");
+    EXPECT_EQ(to_b.body, "app-b /");
+    // The name as a browser sends it: with the port, any case, trailing dot.
+    std::string port = std::to_string(r.port);
+    Curl resolved = curl({"--resolve", "b.localhost:" + port + ":127.0.0.1"},
+                         {"http://b.localhost:" + port + "/via-resolve"});
+    EXPECT_EQ(resolved.body, "app-b /via-resolve");
+    EXPECT_EQ(curl_host(r, "A.LocalHost:" + port).body, "app-a /");
+    EXPECT_EQ(curl_host(r, "a.localhost.").body, "app-a /");
+    // absolute-form target (a client talking to a proxy): its authority wins.
+    EXPECT_EQ(curl({"-x", "http://127.0.0.1:" + port}, {"http://b.localhost/abs"}).body,
+              "app-b http://b.localhost/abs");
+
+    RouteStats sa = r.router.stats("a");
+    EXPECT_EQ(sa.connections, 3u);
+    EXPECT_EQ(sa.failed, 0u);
+    EXPECT_GT(sa.bytes_in, 0u);
+    EXPECT_GT(sa.bytes_out, 0u);
+    EXPECT_EQ(r.router.stats("b").connections, 3u);
+    EXPECT_EQ(r.router.http_stats().connections, 6u);
+    EXPECT_EQ(r.router.http_stats().routed, 6u);
+    EXPECT_TRUE(eventually([&] { return r.router.stats("a").active == 0; }, 30s));
+}
+
+TEST(RouterHttp, UnknownHostIs404WithoutListingHostnames) {
+    TestServer a(keep_alive_http("app-a"));
+    HttpRouter r;
+    r.router.set_hostname("a", "secret-app.localhost");
+    r.router.add_backend("a", tcp_backend("a-1", a.port()));
+    Curl c = curl_host(r, "nope.localhost");
+    EXPECT_EQ(c.status, 404);
+    EXPECT_NE(c.body.find("nope.localhost"), std::string::npos) << c.body;
+    EXPECT_EQ(c.body.find("secret-app"), std::string::npos) << c.body;
+    EXPECT_NE(c.headers.find("Connection: close"), std::string::npos) << c.headers;
+    EXPECT_EQ(r.router.http_stats().unknown_host, 1u);
+    EXPECT_EQ(a.accepted(), 0u);
+
+    // A cleared hostname is unknown too; remove_route forgets it.
+    EXPECT_EQ(curl_host(r, "secret-app.localhost").status, 200);
+    r.router.clear_hostname("a");
+    EXPECT_EQ(curl_host(r, "secret-app.localhost").status, 404);
+    r.router.set_hostname("a", "secret-app.localhost");
+    r.router.remove_route("a");
+    EXPECT_EQ(curl_host(r, "secret-app.localhost").status, 404);
+}
+
+TEST(RouterHttp, SharedPortTakenGivesClearErrorAndCanMove) {
+    TestServer occupant(echo());
+    TestServer a(keep_alive_http("app-a"));
+    HttpRouter r;
+    try {
+        r.router.listen_http("127.0.0.1", occupant.port());
+        FAIL() << "listen_http on a taken port succeeded";
+    } catch (const Error& e) {
+        std::string message = e.what();
+        EXPECT_NE(message.find("127.0.0.1:" + std::to_string(occupant.port())), std::string::npos)
+            << message;
+        EXPECT_NE(message.find("in use"), std::string::npos) << message;
+    }
+    // The old listener still serves; listening elsewhere moves the port.
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("a-1", a.port()));
+    EXPECT_EQ(curl_host(r, "a.localhost").body, "app-a /");
+    uint16_t old_port = r.port;
+    r.router.listen_http("127.0.0.1", old_port);  // same address: no-op
+    EXPECT_EQ(r.router.http_port(), old_port);
+    r.router.listen_http("127.0.0.1", 0);
+    r.port = r.router.http_port();
+    EXPECT_NE(r.port, old_port);
+    EXPECT_EQ(curl_host(r, "a.localhost").body, "app-a /");
+    EXPECT_FALSE(connect_to(old_port)) << "the old shared port is still open";
+}
+
+TEST(RouterHttp, HostnamesAreValidatedAndUnique) {
+    Router router;
+    router.set_hostname("a", "a.localhost");
+    router.set_hostname("a", "a.localhost");  // again: no-op
+    EXPECT_THROW(router.set_hostname("b", "A.localhost"), Error);
+    EXPECT_THROW(router.set_hostname("b", "bad host"), Error);
+    EXPECT_THROW(router.set_hostname("b", ""), Error);
+    router.set_hostname("a", "other.localhost");  // replaces a.localhost ...
+    router.set_hostname("b", "a.localhost");      // ... which is free again
+}
+
+TEST(RouterHttp, NoReadyBackendIs503WithRetryAfter) {
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    Curl none = curl_host(r, "a.localhost");  // no backend at all
+    EXPECT_EQ(none.status, 503);
+    EXPECT_NE(none.headers.find("Retry-After:"), std::string::npos) << none.headers;
+    EXPECT_NE(none.body.find("a.localhost"), std::string::npos) << none.body;
+
+    // Backends that all refuse (found only when connecting, on a worker).
+    r.router.add_backend("a", Backend{"refuses", [] { return fs::Fd(); }});
+    r.router.add_backend("a", tcp_backend("closed-port", router_port()));
+    Curl refused = curl_host(r, "a.localhost");
+    EXPECT_EQ(refused.status, 503);
+    EXPECT_NE(refused.headers.find("Retry-After:"), std::string::npos) << refused.headers;
+    RouteStats stats = r.router.stats("a");
+    EXPECT_EQ(stats.connections, 2u);
+    EXPECT_EQ(stats.failed, 2u);
+    EXPECT_EQ(stats.active, 0u);
+}
+
+TEST(RouterHttp, OversizeHeadIs431) {
+    TestServer a(keep_alive_http("app-a"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("a-1", a.port()));
+    std::string big =
+        "GET / HTTP/1.1\r\nHost: a.localhost\r\nX-Big: " + std::string(20000, 'x') + "\r\n\r\n";
+    std::string answer = raw_exchange(r.port, big);
+    EXPECT_EQ(status_line(answer), "HTTP/1.1 431 Request Header Fields Too Large") << answer;
+    // Without an end in sight either.
+    answer = raw_exchange(r.port, "GET / HTTP/1.1\r\nX-Big: " + std::string(40000, 'y'));
+    EXPECT_EQ(status_line(answer), "HTTP/1.1 431 Request Header Fields Too Large") << answer;
+    // Just under the limit passes.
+    std::string fits = "GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\nX-Fits: ";
+    fits += std::string(16000 - fits.size(), 'z') + "\r\n\r\n";
+    EXPECT_EQ(status_line(raw_exchange(r.port, fits)), "HTTP/1.1 200 OK");
+    EXPECT_EQ(a.accepted(), 1u);
+    EXPECT_EQ(r.router.http_stats().bad_request, 2u);
+}
+
+TEST(RouterHttp, MalformedHeadsAre400) {
+    TestServer a(keep_alive_http("app-a"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("a-1", a.port()));
+    for (std::string request : {
+             std::string("GET / HTTP/1.0\r\n\r\n"),                                  // no Host
+             std::string("GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"),                   // no Host
+             std::string("GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b\r\n\r\n"),  // two
+             std::string("GET / HTTP/1.1\r\nHost: a.localhost:http\r\n\r\n"),        // bad port
+             std::string("GET / HTTP/1.1\r\nHost: a.localhost\r\n folded\r\n\r\n"),
+             std::string("GET / HTTP/1.1\r\nNo colon here\r\nHost: a.localhost\r\n\r\n"),
+             std::string("GET /\r\nHost: a.localhost\r\n\r\n"),
+             std::string("GET / HTTP/2.0\r\nHost: a.localhost\r\n\r\n"),
+             std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11),  // TLS hello
+             std::string("GET / HTTP/1.1\r\nHost: a.loc"),                     // then EOF
+         }) {
+        std::string answer = raw_exchange(r.port, request);
+        EXPECT_EQ(status_line(answer), "HTTP/1.1 400 Bad Request") << request << "\n" << answer;
+    }
+    EXPECT_EQ(a.accepted(), 0u);
+    // HTTP/1.0 with a Host is fine.
+    EXPECT_EQ(status_line(raw_exchange(r.port, "GET / HTTP/1.0\r\nhOsT:  a.localhost \r\n\r\n")),
+              "HTTP/1.1 200 OK");
+}
+
+TEST(RouterHttp, SlowHeadIs408) {
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.set_header_timeout(300ms);
+    fs::Fd fd = connect_to(r.port);
+    ASSERT_TRUE(fd);
+    ASSERT_TRUE(send_all(fd.get(), "GET / HTTP/1.1\r\nHost: a.lo"));  // and nothing more
+    std::string answer = read_to_eof(fd.get()).value_or("<reset>");
+    EXPECT_EQ(status_line(answer), "HTTP/1.1 408 Request Timeout") << answer;
+    // A client that connects and sends nothing is closed as well.
+    fs::Fd silent = connect_to(r.port);
+    ASSERT_TRUE(silent);
+    EXPECT_EQ(status_line(read_to_eof(silent.get()).value_or("<reset>")),
+              "HTTP/1.1 408 Request Timeout");
+}
+
+TEST(RouterHttp, KeepAliveRequestsStayOnOneBackend) {
+    ASSERT_TRUE(have_program("curl"));
+    TestServer a1(keep_alive_http("a1")), a2(keep_alive_http("a2"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("a1", a1.port()));
+    r.router.add_backend("a", tcp_backend("a2", a2.port()));
+    // One curl, three URLs: one connection, three requests.
+    Curl c = curl({"-H", "Host: a.localhost"}, {r.url("/1"), r.url("/2"), r.url("/3")});
+    EXPECT_EQ(c.connects, 1) << c.headers;
+    EXPECT_TRUE(c.body == "a1 /1|a1 /2|a1 /3" || c.body == "a2 /1|a2 /2|a2 /3") << c.body;
+    EXPECT_EQ(a1.accepted() + a2.accepted(), 1u);
+    EXPECT_EQ(r.router.stats("a").connections, 1u);
+    // The next connection goes to the other backend.
+    Curl next = curl_host(r, "a.localhost", "/4");
+    EXPECT_EQ(next.body, c.body.substr(0, 2) == "a1" ? "a2 /4" : "a1 /4");
+}
+
+// Reads one response with a Content-Length body.
+std::optional<std::string> read_response(int fd, std::string& buf) {
+    char chunk[4096];
+    while (true) {
+        size_t end = buf.find("\r\n\r\n");
+        if (end != std::string::npos) {
+            size_t cl = buf.find("Content-Length: ");
+            if (cl == std::string::npos || cl > end) return std::nullopt;
+            size_t length = std::stoul(buf.substr(cl + 16));
+            if (buf.size() >= end + 4 + length) {
+                std::string body = buf.substr(end + 4, length);
+                buf.erase(0, end + 4 + length);
+                return body;
+            }
+        }
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return std::nullopt;
+        buf.append(chunk, static_cast<size_t>(n));
+    }
+}
+
+TEST(RouterHttp, PipelinedRequestsSplitInsideHostLine) {
+    TestServer a(keep_alive_http("app-a")), b(keep_alive_http("app-b"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.set_hostname("b", "b.localhost");
+    r.router.add_backend("a", tcp_backend("a-1", a.port()));
+    r.router.add_backend("b", tcp_backend("b-1", b.port()));
+    fs::Fd fd = connect_to(r.port);
+    ASSERT_TRUE(fd);
+    int one = 1;
+    setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ASSERT_TRUE(send_all(fd.get(), "GET /first HTTP/1.1\r\nHo"));
+    // Two segments: the router sees a head that ends inside "Host" and waits.
+    ASSERT_TRUE(eventually([&] { return r.router.http_stats().connections == 1; }, 30s));
+    std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(send_all(
+        fd.get(), "st: b.localhost\r\n\r\nGET /second HTTP/1.1\r\nHost: b.localhost\r\n\r\n"));
+    std::string buf;
+    EXPECT_EQ(read_response(fd.get(), buf), "app-b /first");
+    EXPECT_EQ(read_response(fd.get(), buf), "app-b /second");
+    // A third request on the same connection, after the first two answers.
+    ASSERT_TRUE(send_all(fd.get(), "GET /third HTTP/1.1\r\nHost: b.localhost\r\n\r\n"));
+    EXPECT_EQ(read_response(fd.get(), buf), "app-b /third");
+    EXPECT_EQ(b.accepted(), 1u);
+    EXPECT_EQ(a.accepted(), 0u);
+}
+
+TEST(RouterHttp, DrainLetsInFlightRequestFinish) {
+    ASSERT_TRUE(have_program("curl"));
+    TestServer slow(keep_alive_http("slow", nullptr, 1500ms)), fresh(keep_alive_http("fresh"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("slow", slow.port()));
+    auto in_flight = std::async(std::launch::async, [&] {
+        return curl({"-H", "Host: a.localhost", "-H", "Connection: close"}, {r.url("/long")});
+    });
+    ASSERT_TRUE(eventually([&] { return r.router.active_connections("slow") == 1; }, 60s));
+    r.router.add_backend("a", tcp_backend("fresh", fresh.port()));
+    r.router.remove_backend("a", "slow");
+    EXPECT_EQ(curl_host(r, "a.localhost", "/new").body, "fresh /new");
+    EXPECT_TRUE(r.router.drain("slow", 60s));
+    Curl done = in_flight.get();
+    EXPECT_EQ(done.status, 200);
+    EXPECT_EQ(done.body, "slow /long");
+    EXPECT_EQ(r.router.stats("a").failed, 0u);
+}
+
+struct WrkResult {
+    uint64_t requests = 0;
+    uint64_t socket_errors = 0;
+    uint64_t non_2xx = 0;
+    double requests_per_sec = 0;
+    std::string output;
+};
+
+WrkResult wrk(const std::string& url, const std::vector<std::string>& extra, int seconds,
+              int connections) {
+    std::vector<std::string> argv = {"wrk", "-t2", "-c" + std::to_string(connections),
+                                     "-d" + std::to_string(seconds) + "s"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(url);
+    auto result = run(argv, std::chrono::seconds(seconds + 60));
+    WrkResult out;
+    out.output = result.out + result.err;
+    std::istringstream lines(result.out);
+    std::string line;
+    while (std::getline(lines, line)) {
+        unsigned long long a = 0, b = 0, c = 0, d = 0;
+        double rate = 0;
+        if (sscanf(line.c_str(), " %llu requests in", &a) == 1) out.requests = a;
+        if (sscanf(line.c_str(),
+                   " Socket errors: connect %llu, read %llu, write %llu, timeout %llu", &a, &b, &c,
+                   &d) == 4)
+            out.socket_errors = a + b + c + d;
+        if (sscanf(line.c_str(), " Non-2xx or 3xx responses: %llu", &a) == 1) out.non_2xx = a;
+        if (sscanf(line.c_str(), "Requests/sec: %lf", &rate) == 1) out.requests_per_sec = rate;
+    }
+    return out;
+}
+
+// wrk (keep-alive) through the shared port while the route's backends are
+// replaced one after another, the rollout way: add the new one, take the old
+// one out, let it finish (it closes its keep-alive connections after the next
+// answer, as a server stopping gracefully does), drain, stop.
+TEST(RouterHttp, WrkThroughSharedPortWhileBackendsChange) {
+    ASSERT_TRUE(have_program("wrk"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    struct Replica {
+        std::shared_ptr<std::atomic<bool>> closing = std::make_shared<std::atomic<bool>>(false);
+        std::unique_ptr<TestServer> server;
+        std::string id;
+    };
+    std::deque<Replica> replicas;
+    int next = 0;
+    auto start_replica = [&] {
+        Replica replica;
+        replica.id = "r" + std::to_string(next++);
+        replica.server = std::make_unique<TestServer>(keep_alive_http(replica.id, replica.closing));
+        r.router.add_backend("a", tcp_backend(replica.id, replica.server->port()));
+        replicas.push_back(std::move(replica));
+    };
+    start_replica();
+    start_replica();
+
+    auto load = std::async(std::launch::async, [&] {
+        return wrk(r.url("/"), {"-H", "Host: a.localhost"}, 8, 16);
+    });
+    ASSERT_TRUE(eventually([&] { return r.router.stats("a").bytes_out > 0; }, 60s));
+    for (int i = 0; i < 6; i++) {
+        start_replica();
+        Replica old = std::move(replicas.front());
+        replicas.pop_front();
+        r.router.remove_backend("a", old.id);
+        *old.closing = true;
+        EXPECT_TRUE(r.router.drain(old.id, 60s)) << old.id;
+        old.server->stop();
+        std::this_thread::sleep_for(300ms);
+    }
+    WrkResult result = load.get();
+    EXPECT_GT(result.requests, 0u) << result.output;
+    EXPECT_EQ(result.socket_errors, 0u) << result.output;
+    EXPECT_EQ(result.non_2xx, 0u) << result.output;
+    EXPECT_EQ(r.router.stats("a").failed, 0u);
+}
+
+// CPU seconds used so far by this process's threads: those named
+// "router-*" and all the others (here: the test's backend server).
+struct CpuSplit {
+    double router = 0;
+    double rest = 0;
+};
+CpuSplit cpu_split() {
+    CpuSplit out;
+    double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+    DIR* dir = opendir("/proc/self/task");
+    while (dirent* entry = readdir(dir)) {
+        if (entry->d_name[0] == '.') continue;
+        std::string base = std::string("/proc/self/task/") + entry->d_name;
+        std::string comm, stat;
+        std::ifstream(base + "/comm") >> comm;
+        std::getline(std::ifstream(base + "/stat"), stat);
+        size_t close = stat.rfind(')');
+        if (close == std::string::npos) continue;
+        std::istringstream fields(stat.substr(close + 2));
+        std::string field;
+        unsigned long long utime = 0, stime = 0;
+        for (int i = 3; i <= 15 && fields >> field; i++) {
+            if (i == 14) utime = std::stoull(field);
+            if (i == 15) stime = std::stoull(field);
+        }
+        double seconds = static_cast<double>(utime + stime) / tick;
+        if (comm.rfind("router-", 0) == 0) out.router += seconds;
+    }
+    closedir(dir);
+    // Exited threads (a backend's connection handlers) count in the process.
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    out.rest = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+               static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6 -
+               out.router;
+    return out;
+}
+
+double children_cpu() {
+    rusage usage{};
+    getrusage(RUSAGE_CHILDREN, &usage);
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+// Not run by default (timings depend on the machine): wrk direct vs through
+// the router's route port and the shared port, same keep-alive backend.
+// --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Throughput*'
+TEST(RouterHttp, DISABLED_ThroughputDirectVsRouted) {
+    ASSERT_TRUE(have_program("wrk"));
+    int seconds = 5;
+    if (const char* s = getenv("ROUTER_BENCH_SECONDS")) seconds = atoi(s);
+    int conns = 32;
+    if (const char* c = getenv("ROUTER_BENCH_CONNECTIONS")) conns = atoi(c);
+    size_t body = 5;
+    if (const char* b = getenv("ROUTER_BENCH_BODY")) body = std::stoul(b);
+    TestServer backend(keep_alive_http(std::string(body, 'b')));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("b", backend.port()));
+    uint16_t route_port = router_port();
+    r.router.add_route("a", "127.0.0.1", route_port);
+    // Besides req/s (which depend on what else runs on the machine), the CPU
+    // each party spent per request: router threads, backend, wrk.
+    auto measure = [&](const std::string& name, const std::string& url,
+                       const std::vector<std::string>& extra) {
+        CpuSplit before = cpu_split();
+        double wrk_before = children_cpu();
+        WrkResult result = wrk(url, extra, seconds, conns);
+        CpuSplit after = cpu_split();
+        double wrk_cpu = children_cpu() - wrk_before;
+        double n = std::max<double>(1, static_cast<double>(result.requests));
+        printf(
+            "  %-11s %8.0f req/s  cpu/request: router %5.1f us, backend %5.1f us, wrk %5.1f "
+            "us\n",
+            name.c_str(), result.requests_per_sec, 1e6 * (after.router - before.router) / n,
+            1e6 * (after.rest - before.rest) / n, 1e6 * wrk_cpu / n);
+        EXPECT_EQ(result.socket_errors, 0u) << result.output;
+        return result.requests_per_sec;
+    };
+    for (int round = 0; round < 3; round++) {
+        printf("round %d (%d connections, %zu-byte body)\n", round, conns, body);
+        double direct =
+            measure("direct", "http://127.0.0.1:" + std::to_string(backend.port()) + "/", {});
+        double routed =
+            measure("route port", "http://127.0.0.1:" + std::to_string(route_port) + "/", {});
+        double shared = measure("shared port", r.url("/"), {"-H", "Host: a.localhost"});
+        printf("  route port %.0f%% of direct, shared port %.0f%% of direct\n",
+               100 * routed / direct, 100 * shared / direct);
+    }
 }
 
 }  // namespace
