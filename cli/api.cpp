@@ -1,7 +1,9 @@
 #include "cli/api.hpp"
 
 #include <httplib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -26,6 +28,9 @@
 #include "registry/importer.hpp"
 #include "registry/store.hpp"
 #include "runtime/deployment.hpp"
+#include "runtime/deployment_records.hpp"
+#include "runtime/logs.hpp"
+#include "runtime/router.hpp"
 
 namespace cascade::cli {
 
@@ -58,12 +63,21 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
               status);
 }
 
+// An error with its HTTP status: 404 (no such object), 409 (a conflict with
+// the object's state), 501 (not implemented yet); plain errors answer 400.
+struct HttpError : Error {
+    int status;
+    HttpError(int code, const std::string& message) : Error(message), status(code) {}
+};
+
 // Runs a handler, turning exceptions into JSON errors.
 template <typename Fn>
 httplib::Server::Handler guarded(Fn fn) {
     return [fn](const httplib::Request& req, httplib::Response& res) {
         try {
             fn(req, res);
+        } catch (const HttpError& e) {
+            send_error(res, e.status, e.what());
         } catch (const json::exception& e) {
             send_error(res, 400, std::string("invalid JSON: ") + e.what());
         } catch (const std::exception& e) {
@@ -148,29 +162,85 @@ json build_json(const engine::BuildRecord& b) {
             {"status", status}};
 }
 
+// The applied object of a deployment: a DeploymentConfig or a Deployment.
+std::optional<json> stored_deployment(registry::Database& db, const std::string& name) {
+    auto obj = stored_object(db, "DeploymentConfig", name);
+    if (!obj) obj = stored_object(db, "Deployment", name);
+    return obj;
+}
+
+int64_t stored_created(registry::Database& db, const std::string& kind, const std::string& name) {
+    auto row =
+        db.row("SELECT created FROM api_objects WHERE kind = ?1 AND name = ?2", {kind, name});
+    return row ? registry::as_int((*row)[0]) : 0;
+}
+
+json revision_json(const runtime::RevisionInfo& r) {
+    return {{"revision", r.revision},
+            {"digest", r.digest.str()},
+            {"image", r.spec.image_repository + ":" + r.spec.image_tag},
+            {"cause", r.cause},
+            {"status", r.status},
+            {"message", r.message},
+            {"created", r.created_unix > 0 ? oci::rfc3339(r.created_unix) : std::string()}};
+}
+
 json deployment_json(ApiContext& ctx, const runtime::DeploymentStatus& d) {
-    json obj = stored_object(ctx.db, "DeploymentConfig", d.spec.name)
+    json obj = stored_deployment(ctx.db, d.spec.name)
                    .value_or(json{{"apiVersion", "apps.openshift.io/v1"},
                                   {"kind", "DeploymentConfig"},
                                   {"metadata", {{"name", d.spec.name}}}});
+    if (!obj["metadata"].contains("creationTimestamp")) {
+        int64_t created = stored_created(ctx.db, obj.value("kind", ""), d.spec.name);
+        if (created > 0) obj["metadata"]["creationTimestamp"] = oci::rfc3339(created);
+    }
+    if (!obj.contains("spec") || !obj["spec"].is_object()) obj["spec"] = json::object();
+    obj["spec"]["replicas"] = d.spec.replicas;  // `scale` changes it
     json replicas = json::array();
     for (const auto& r : d.replicas) {
         replicas.push_back({{"name", r.container_id},
+                            {"index", r.index},
                             {"revision", r.revision},
                             {"image", r.image_digest.str()},
                             {"pid", r.pid},
                             {"state", r.state},
-                            {"restarts", r.restarts}});
+                            {"restarts", r.restarts},
+                            {"lastExit", r.last_exit},
+                            {"message", r.message}});
     }
+    json failed = json::array();
+    for (const auto& f : d.failed_digests)
+        failed.push_back(f.str());
     obj["status"] = {{"latestVersion", d.revision},
                      {"replicas", static_cast<int>(d.replicas.size())},
+                     {"desiredReplicas", d.spec.replicas},
                      {"readyReplicas", d.ready},
+                     {"updatedReplicas", d.updated},
+                     {"paused", d.paused},
                      {"phase", d.phase},
                      {"message", d.message},
                      {"image", d.spec.image_repository + ":" + d.spec.image_tag},
                      {"imageDigest", d.image ? d.image->str() : ""},
+                     {"failedDigests", failed},
+                     {"template", runtime::to_json(d.spec)},  // as it runs, defaults filled in
                      {"pods", replicas}};
     return obj;
+}
+
+// The Host header a route answers to on the router's shared HTTP port.
+std::string route_hostname(ApiContext& ctx, const runtime::RouteSpec& r) {
+    if (!r.hostname.empty()) return r.hostname;
+    auto obj = stored_object(ctx.db, "Route", r.name);
+    std::string host = obj ? obj->value("/spec/host"_json_pointer, std::string()) : "";
+    return host.empty() ? r.name + ".localhost" : host;
+}
+
+// http://<hostname>:<shared port>/, or "" when the router has no shared port.
+std::string hostname_url(ApiContext& ctx, const runtime::RouteSpec& r) {
+    uint16_t port = ctx.router ? ctx.router->http_port() : 0;
+    if (port == 0) return "";
+    return "http://" + route_hostname(ctx, r) + (port == 80 ? "" : ":" + std::to_string(port)) +
+           "/";
 }
 
 json route_json(ApiContext& ctx, const runtime::RouteSpec& r) {
@@ -178,9 +248,14 @@ json route_json(ApiContext& ctx, const runtime::RouteSpec& r) {
                    .value_or(json{{"apiVersion", "route.openshift.io/v1"},
                                   {"kind", "Route"},
                                   {"metadata", {{"name", r.name}}}});
-    obj["status"] = {{"url", route_url(r)},
-                     {"ingress", json::array({{{"host", r.host + ":" + std::to_string(r.port)},
-                                               {"routerName", "cascade"}}})}};
+    std::string hostname = route_hostname(ctx, r);
+    obj["status"] = {
+        {"url", route_url(r)},
+        {"hostname", hostname},
+        {"hostnameUrl", hostname_url(ctx, r)},
+        {"ingress",
+         json::array({{{"host", r.host + ":" + std::to_string(r.port)}, {"routerName", "cascade"}},
+                      {{"host", hostname}, {"routerName", "cascade"}}})}};
     return obj;
 }
 
@@ -201,6 +276,7 @@ std::string canonical_kind(std::string kind) {
         {"dc", "deployments"},
         {"deployments", "deployments"},
         {"deployment", "deployments"},
+        {"deploy", "deployments"},
         {"routes", "routes"},
         {"route", "routes"},
     };
@@ -260,28 +336,65 @@ uint16_t pick_free_port(const std::vector<runtime::RouteSpec>& taken) {
 
 int kind_order(const std::string& kind) {
     if (kind == "ImageStream") return 0;
-    if (kind == "DeploymentConfig") return 1;
+    if (kind == "DeploymentConfig" || kind == "Deployment") return 1;
     if (kind == "Route") return 2;
     return 3;  // BuildConfig last: its builds move tags the others follow
 }
 
-json apply_objects(ApiContext& ctx, std::vector<json> items) {
+// Brings a deployment's pause state to spec.paused: paused before a changed
+// template is applied (so it is recorded, not rolled out), resumed after.
+void apply_paused(ApiContext& ctx, const std::string& name, bool paused, bool before,
+                  json& warnings) {
+    auto st = ctx.deployments.get(name);
+    if (!st || st->paused == paused || paused != before) return;
+    try {
+        if (paused)
+            ctx.deployments.pause(name);
+        else
+            ctx.deployments.resume(name);
+    } catch (const std::exception& e) {
+        warnings.push_back("deployment \"" + name + "\": spec.paused: " + e.what());
+    }
+}
+
+// Applies the objects (all validated first; nothing changes when one is
+// wrong). Warnings (fields that are ignored, ...) are appended to `warnings`.
+json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
     // Validate everything before changing anything.
+    std::map<std::string, std::string> hostnames;  // hostname → route, of this request
     for (auto& obj : items) {
         auto kind = object_kind(obj);
-        object_name(obj);
-        if (kind == "BuildConfig")
+        auto name = object_name(obj);
+        if (kind == "BuildConfig") {
             build_config_from_object(obj);
-        else if (kind == "DeploymentConfig")
-            deployment_from_object(obj);
-        else if (kind == "Route")
-            route_from_object(obj);
-        else if (kind == "ImageStream")
+        } else if (kind == "DeploymentConfig" || kind == "Deployment") {
+            std::vector<std::string> found;
+            deployment_from_object(obj, &found);
+            for (auto& w : found)
+                warnings.push_back(std::move(w));
+            std::string other = kind == "Deployment" ? "DeploymentConfig" : "Deployment";
+            if (stored_object(ctx.db, other, name))
+                throw HttpError(409, kind + " \"" + name + "\": a " + other +
+                                         " of that name exists; both would be deployment " + name +
+                                         " (rename one)");
+        } else if (kind == "Route") {
+            auto route = route_from_object(obj);
+            std::string hostname = route.hostname.empty() ? name + ".localhost" : route.hostname;
+            for (const auto& r : ctx.deployments.routes())
+                if (r.name != name && route_hostname(ctx, r) == hostname)
+                    throw HttpError(409, "Route \"" + name + "\": spec.host " + hostname +
+                                             " is already the host of route " + r.name);
+            auto [it, added] = hostnames.emplace(hostname, name);
+            if (!added && it->second != name)
+                throw HttpError(409, "Route \"" + name + "\": spec.host " + hostname +
+                                         " is also the host of route " + it->second);
+        } else if (kind == "ImageStream") {
             image_stream_imports_from_object(obj);
-        else
+        } else {
             throw Error("kind \"" + kind +
                         "\" is not supported; supported kinds: BuildConfig, DeploymentConfig, "
-                        "Route, ImageStream, List");
+                        "Deployment, Route, ImageStream, List");
+        }
     }
     std::stable_sort(items.begin(), items.end(), [](const json& a, const json& b) {
         return kind_order(a["kind"]) < kind_order(b["kind"]);
@@ -295,8 +408,12 @@ json apply_objects(ApiContext& ctx, std::vector<json> items) {
         std::string result = !old ? "created" : (*old == obj ? "unchanged" : "configured");
         if (kind == "BuildConfig") {
             ctx.builds.apply(build_config_from_object(obj));
-        } else if (kind == "DeploymentConfig") {
+        } else if (kind == "DeploymentConfig" || kind == "Deployment") {
+            bool paused = deployment_paused(obj);
+            apply_paused(ctx, name, paused, true, warnings);
             ctx.deployments.apply(deployment_from_object(obj));
+            apply_paused(ctx, name, paused, false, warnings);
+            if (paused && !old) apply_paused(ctx, name, paused, true, warnings);
         } else if (kind == "Route") {
             auto route = route_from_object(obj);
             if (route.port == 0) {
@@ -306,6 +423,10 @@ json apply_objects(ApiContext& ctx, std::vector<json> items) {
                 if (route.port == 0) route.port = pick_free_port(ctx.deployments.routes());
             }
             ctx.deployments.apply_route(route);
+            if (ctx.router)
+                ctx.router->set_hostname(route.name, route.hostname.empty()
+                                                         ? route.name + ".localhost"
+                                                         : route.hostname);
         }
         ctx.db.query(
             "INSERT INTO api_objects (kind, name, object, created) VALUES (?1, ?2, ?3, ?4) "
@@ -679,10 +800,261 @@ void handle_gc(ApiContext& ctx, const httplib::Request& req, httplib::Response& 
     send_json(res, registry::to_json(ctx.gc->run(flag_param(req, "dryRun"))));
 }
 
+// ---- deployments: scale, rollout, history, logs, exec ----
+
+runtime::DeploymentStatus deployment_or_404(ApiContext& ctx, const std::string& name) {
+    auto d = ctx.deployments.get(name);
+    if (!d)
+        throw HttpError(
+            404, "deployment \"" + name + "\" not found; `cascade get deployments` lists them");
+    return *d;
+}
+
+// Runs a controller operation whose errors are conflicts with the
+// deployment's state (409), or 501 for one not implemented yet.
+template <typename Fn>
+void controller_call(Fn fn, int status = 409) {
+    try {
+        fn();
+    } catch (const HttpError&) {
+        throw;
+    } catch (const std::exception& e) {
+        std::string message = e.what();
+        throw HttpError(message.find("not yet") != std::string::npos ? 501 : status, message);
+    }
+}
+
+// ?replica=N / {"replica": N}: must name an existing replica (404 otherwise).
+std::optional<int> replica_index(const runtime::DeploymentStatus& d, std::optional<int64_t> n) {
+    if (!n) return std::nullopt;
+    std::string known;
+    for (const auto& r : d.replicas) {
+        if (r.index == *n) return static_cast<int>(*n);
+        known += (known.empty() ? "" : ", ") + std::to_string(r.index);
+    }
+    throw HttpError(404, "deployment \"" + d.spec.name + "\" has no replica " + std::to_string(*n) +
+                             " (replicas: " + (known.empty() ? std::string("none") : known) + ")");
+}
+
+// Keeps the applied object in step with scale and pause/resume (as
+// Kubernetes' spec does), so `get -o json` and a later apply see them.
+void update_stored_spec(ApiContext& ctx, const std::string& name, const std::string& field,
+                        const json& value) {
+    for (const char* kind : {"DeploymentConfig", "Deployment"}) {
+        auto obj = stored_object(ctx.db, kind, name);
+        if (!obj) continue;
+        (*obj)["spec"][field] = value;
+        ctx.db.query("UPDATE api_objects SET object = ?3 WHERE kind = ?1 AND name = ?2",
+                     {std::string(kind), name, obj->dump()});
+    }
+}
+
+// POST /api/v1/deployments/NAME/scale {"replicas": N}
+void handle_scale(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    deployment_or_404(ctx, name);
+    json body = req.body.empty() ? json::object() : json::parse(req.body);
+    if (!body.contains("replicas") || !body["replicas"].is_number_integer() ||
+        body["replicas"].get<int64_t>() < 0 || body["replicas"].get<int64_t>() > 10000)
+        throw HttpError(400, "scale: replicas must be a whole number from 0 to 10000");
+    int replicas = body["replicas"].get<int>();
+    controller_call([&] { ctx.deployments.scale(name, replicas); });
+    update_stored_spec(ctx, name, "replicas", replicas);
+    send_json(res, deployment_json(ctx, deployment_or_404(ctx, name)));
+}
+
+// POST /api/v1/deployments/NAME/rollout/(pause|resume|restart|retry|undo)
+// undo: {"toRevision": N} (default: the revision before the latest).
+void handle_rollout(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    std::string action = req.matches[2];
+    auto d = deployment_or_404(ctx, name);
+    json body = req.body.empty() ? json::object() : json::parse(req.body);
+    std::string done;
+    if (action == "pause") {
+        if (d.paused) throw HttpError(409, "deployment \"" + name + "\" is already paused");
+        controller_call([&] { ctx.deployments.pause(name); });
+        update_stored_spec(ctx, name, "paused", true);
+        done = "paused";
+    } else if (action == "resume") {
+        if (!d.paused) throw HttpError(409, "deployment \"" + name + "\" is not paused");
+        controller_call([&] { ctx.deployments.resume(name); });
+        update_stored_spec(ctx, name, "paused", false);
+        done = "resumed";
+    } else if (action == "restart") {
+        controller_call([&] { ctx.deployments.restart(name); });
+        done = "restarted";
+    } else if (action == "retry") {
+        controller_call([&] { ctx.deployments.retry(name); });
+        done = "retried";
+    } else if (action == "undo") {
+        std::optional<int> to;
+        if (body.contains("toRevision") && !body["toRevision"].is_null()) {
+            if (!body["toRevision"].is_number_integer() || body["toRevision"].get<int64_t>() < 1)
+                throw HttpError(400,
+                                "rollout undo: toRevision must be a revision number (1, 2, …)");
+            to = body["toRevision"].get<int>();
+            auto history = ctx.deployments.history(name);
+            bool known =
+                std::any_of(history.begin(), history.end(),
+                            [&](const runtime::RevisionInfo& r) { return r.revision == *to; });
+            if (!known && !history.empty())
+                throw HttpError(404, "deployment \"" + name + "\" has no revision " +
+                                         std::to_string(*to) + "; `cascade rollout history " +
+                                         name + "` lists them");
+        }
+        controller_call([&] { ctx.deployments.undo(name, to); });
+        done = "rolled back";
+    } else {
+        throw HttpError(
+            404, "unknown rollout action \"" + action + "\" (pause, resume, restart, retry, undo)");
+    }
+    json out = deployment_json(ctx, deployment_or_404(ctx, name));
+    out["result"] = done;
+    send_json(res, out);
+}
+
+// GET /api/v1/deployments/NAME/history: the revisions, oldest first.
+void handle_history(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    deployment_or_404(ctx, name);
+    json items = json::array();
+    std::vector<runtime::RevisionInfo> history;
+    controller_call([&] { history = ctx.deployments.history(name); });
+    for (const auto& r : history)
+        items.push_back(revision_json(r));
+    send_json(res, {{"apiVersion", "v1"}, {"kind", "RevisionList"}, {"items", items}});
+}
+
+// GET /api/v1/deployments/NAME/log[?follow=true][&previous=true][&replica=N][&tail=N]
+// A replica's log (default: the lowest ready one); with follow, streamed until
+// the replica's container is gone or the client leaves.
+void handle_deployment_log(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    auto d = deployment_or_404(ctx, name);
+    std::optional<int64_t> requested;
+    if (req.has_param("replica")) requested = int_param(req, "replica", 0);
+    auto replica = replica_index(d, requested);
+    std::optional<size_t> tail;
+    if (req.has_param("tail")) tail = static_cast<size_t>(int_param(req, "tail", 0));
+    bool previous = flag_param(req, "previous");
+    bool follow = flag_param(req, "follow") && !previous;
+    std::filesystem::path path;
+    controller_call([&] { path = ctx.deployments.replica_log(name, replica, previous); }, 404);
+    if (!follow) {
+        res.set_content(runtime::read_log(path, tail), "text/plain");
+        return;
+    }
+    // The container followed: the replica chosen as replica_log chooses.
+    std::string container;
+    const runtime::ReplicaStatus* chosen = nullptr;
+    for (const auto& r : d.replicas) {
+        if (replica) {
+            if (r.index == *replica) chosen = &r;
+            continue;
+        }
+        bool ready = r.state == "ready";
+        bool chosen_ready = chosen && chosen->state == "ready";
+        if (!chosen || (ready != chosen_ready ? ready : r.index < chosen->index)) chosen = &r;
+    }
+    if (chosen) container = chosen->container_id;
+    auto follower = std::make_shared<runtime::LogFollower>(path, true, tail);
+    auto* deployments = &ctx.deployments;
+    auto* events = ctx.events;
+    res.set_chunked_content_provider("text/plain", [follower, deployments, events, name, container](
+                                                       size_t, httplib::DataSink& sink) {
+        auto alive = [&] {
+            if (events && events->closed()) return false;
+            auto now = deployments->get(name);
+            if (!now) return false;
+            return std::any_of(
+                now->replicas.begin(), now->replicas.end(),
+                [&](const runtime::ReplicaStatus& r) { return r.container_id == container; });
+        };
+        while (true) {
+            bool running = alive();
+            std::string data = follower->read_new();
+            if (!data.empty() && !sink.write(data.data(), data.size())) return false;
+            if (!running) break;
+            if (data.empty()) {
+                if (!sink.is_writable()) return false;
+                std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            }
+        }
+        sink.done();
+        return true;
+    });
+}
+
+std::string read_back(int fd) {
+    lseek(fd, 0, SEEK_SET);
+    return fs::read_all(fd, "exec output", size_t{64} << 20);
+}
+
+// POST /api/v1/deployments/NAME/exec {"command": [...], "replica": N}
+// → {"exitCode": N, "stdout": "...", "stderr": "..."}
+void handle_exec(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    auto d = deployment_or_404(ctx, name);
+    json body = json::parse(req.body);
+    if (!body.contains("command") || !body["command"].is_array() || body["command"].empty())
+        throw HttpError(400, "exec: command must be a non-empty list of strings");
+    auto argv = body["command"].get<std::vector<std::string>>();
+    std::optional<int64_t> requested;
+    if (body.contains("replica") && !body["replica"].is_null())
+        requested = body["replica"].get<int64_t>();
+    auto replica = replica_index(d, requested);
+    fs::Fd out(memfd_create("cascade-exec-stdout", MFD_CLOEXEC));
+    fs::Fd err(memfd_create("cascade-exec-stderr", MFD_CLOEXEC));
+    if (!out || !err) throw sys_error("memfd_create", "exec output", errno);
+    int code = 0;
+    controller_call(
+        [&] { code = ctx.deployments.exec(name, replica, argv, out.get(), err.get()); });
+    send_json(
+        res,
+        {{"exitCode", code}, {"stdout", read_back(out.get())}, {"stderr", read_back(err.get())}});
+}
+
+// Routes recovered after a restart get their hostnames on the shared port
+// again (the Route objects hold spec.host).
+void publish_hostnames(ApiContext& ctx) {
+    if (!ctx.router) return;
+    for (const auto& r : ctx.deployments.routes()) {
+        try {
+            ctx.router->set_hostname(r.name, route_hostname(ctx, r));
+        } catch (const std::exception&) {
+            // A hostname that became invalid or taken: the route keeps its own port.
+        }
+    }
+}
+
 }  // namespace
 
 void register_api_routes(httplib::Server& server, ApiContext& ctx) {
     ctx.db.migrate("api-objects-1", kSchema);
+    publish_hostnames(ctx);
+
+    server.Post(R"(/api/v1/(?:deployments|deployment|deploymentconfigs|dc)/([^/]+)/scale)",
+                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    handle_scale(ctx, req, res);
+                }));
+    server.Post(
+        R"(/api/v1/(?:deployments|deployment|deploymentconfigs|dc)/([^/]+)/rollout/([a-z]+))",
+        guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+            handle_rollout(ctx, req, res);
+        }));
+    server.Get(R"(/api/v1/(?:deployments|deployment|deploymentconfigs|dc)/([^/]+)/history)",
+               guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                   handle_history(ctx, req, res);
+               }));
+    server.Get(R"(/api/v1/(?:deployments|deployment|deploymentconfigs|dc)/([^/]+)/log)",
+               guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                   handle_deployment_log(ctx, req, res);
+               }));
+    server.Post(R"(/api/v1/(?:deployments|deployment|deploymentconfigs|dc)/([^/]+)/exec)",
+                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    handle_exec(ctx, req, res);
+                }));
 
     server.Get(
         "/api/v1/status", guarded([&ctx](const httplib::Request&, httplib::Response& res) {
@@ -696,7 +1068,9 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                                 {"ready", d.ready}});
             json routes = json::array();
             for (const auto& r : ctx.deployments.routes())
-                routes.push_back({{"name", r.name}, {"url", route_url(r)}});
+                routes.push_back({{"name", r.name},
+                                  {"url", route_url(r)},
+                                  {"hostnameUrl", hostname_url(ctx, r)}});
             json builds = json::array();
             for (const auto& b : ctx.builds.builds())
                 builds.push_back({{"name", b.name}, {"phase", b.phase}, {"message", b.message}});
@@ -712,7 +1086,9 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                     std::vector<json> items;
                     for (const auto& item : body.value("items", json::array()))
                         items.push_back(item);
-                    send_json(res, {{"results", apply_objects(ctx, std::move(items))}});
+                    json warnings = json::array();
+                    auto results = apply_objects(ctx, std::move(items), warnings);
+                    send_json(res, {{"results", results}, {"warnings", warnings}});
                 }));
 
     server.Post(R"(/api/v1/buildconfigs/([^/]+)/instantiate)",

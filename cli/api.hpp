@@ -25,7 +25,8 @@ class BuildController;
 }  // namespace cascade::engine
 namespace cascade::runtime {
 class DeploymentController;
-}
+class Router;
+}  // namespace cascade::runtime
 
 namespace cascade::cli {
 
@@ -46,9 +47,13 @@ struct ApiContext {
     // collector (POST /api/v1/gc); none: those calls answer 503.
     registry::EventLog* events = nullptr;
     registry::GarbageCollector* gc = nullptr;
+    // The router, for routes' hostnames on its shared HTTP port (Route
+    // spec.host, default "<route>.localhost"); none: hostnames are not served.
+    runtime::Router* router = nullptr;
 };
 
-// Creates the object tables and registers the /api/v1/ routes.
+// Creates the object tables and registers the /api/v1/ routes; gives the
+// routes recovered by the deployment controller their hostnames again.
 void register_api_routes(httplib::Server& server, ApiContext& ctx);
 
 // Every image stream tag that follows an external image, from the applied

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "cli/api.hpp"
 #include "cli/config.hpp"
@@ -117,6 +118,46 @@ std::unique_ptr<httplib::Server> make_server(const ServerConfig& config) {
     return server;
 }
 
+// The router's shared HTTP port (routes by Host header): --router-listen,
+// else router.listen of the config file, else the default. A port given
+// explicitly must be free; the default may be taken (e.g. by another daemon):
+// then the daemon warns and runs without it (routes keep their own ports).
+void listen_router(runtime::Router& router, const ServeOptions& options,
+                   const ServerConfig& config) {
+    std::string listen =
+        !options.router_listen.empty() ? options.router_listen : config.router_listen.value_or("");
+    bool chosen = !listen.empty();
+    if (!chosen) listen = kDefaultRouterListen;
+    if (listen == "off") {
+        log_line("Router", "no shared HTTP port (router listen: off); routes use their own ports");
+        return;
+    }
+    std::string host;
+    int port = 0;
+    try {
+        std::tie(host, port) = split_listen(listen);
+    } catch (const Error&) {
+        port = -1;
+    }
+    if (port < 0 || port > 65535)
+        throw Error("--router-listen " + listen + ": expected HOST:PORT or off");
+    try {
+        router.listen_http(host, static_cast<uint16_t>(port));
+    } catch (const std::exception& e) {
+        if (chosen)
+            throw Error("cannot listen for routes on " + listen + ": " + e.what() +
+                        " (pass --router-listen HOST:PORT with a free port, or off)");
+        log_line("Warning", "the router's default shared HTTP port " + listen + " is taken (" +
+                                e.what() +
+                                "); routes are served on their own ports only (pass "
+                                "--router-listen HOST:PORT)");
+        return;
+    }
+    log_line("Router", "routes by Host header on http://" + listen +
+                           "/ (http://<route>.localhost:" + std::to_string(router.http_port()) +
+                           "/)");
+}
+
 }  // namespace
 
 int serve(const ServeOptions& options) {
@@ -159,8 +200,10 @@ int serve(const ServeOptions& options) {
 
     runtime::LayerCache layers(root / "layers", blobs);
     runtime::Runc runc(root / "runc");
-    runtime::ContainerHost containers(root / "containers", layers, runc);
+    runtime::ContainerHost containers(root / "containers", layers, runc,
+                                      {config.log_max_bytes, config.log_max_files});
     runtime::Router router;
+    listen_router(router, options, config);
 
     engine::BuildCache build_cache(db, blobs, config.build_cache_max_bytes);
     engine::Builder builder(store, layers, runc, root / "builds" / "work");
@@ -235,6 +278,7 @@ int serve(const ServeOptions& options) {
     ctx.importer = &importer;
     ctx.events = &events;
     ctx.gc = &gc;
+    ctx.router = &router;
     register_api_routes(server, ctx);
     if (authorizer) {
         authorizer->set_repository_lister([&store] { return store.repositories(); });

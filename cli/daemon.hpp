@@ -12,12 +12,16 @@ struct ServeOptions {
     // Empty: the configuration file's value, else the default.
     std::filesystem::path root;
     std::string listen;
+    std::string router_listen;     // `--router-listen HOST:PORT|off`
     std::filesystem::path config;  // `--config FILE` (cli/config.hpp)
     bool insecure = false;
 };
 
 constexpr const char* kDefaultRoot = "/var/lib/cascade";
 constexpr const char* kDefaultListen = "127.0.0.1:5000";
+// The router's shared HTTP port (routes by Host header); when this default is
+// taken the daemon warns and runs without it.
+constexpr const char* kDefaultRouterListen = "127.0.0.1:8080";
 
 // Runs the daemon in the foreground; returns the process exit code.
 int serve(const ServeOptions& options);

@@ -14,6 +14,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -186,24 +187,39 @@ void print_objects(const std::string& kind, const std::vector<json>& items, bool
                             base, duration_of(st), b["spec"]["triggeredBy"][0]["message"]});
         }
     } else if (kind == "deployments") {
-        rows.push_back({"NAME", "REVISION", "READY", "IMAGE", "DIGEST", "PHASE"});
+        std::vector<std::string> head{"NAME",     "READY",  "UP-TO-DATE", "AVAILABLE",
+                                      "REVISION", "DIGEST", "PHASE",      "AGE"};
+        if (wide) head.insert(head.begin() + 5, "IMAGE");
+        rows.push_back(head);
         for (const auto& d : items) {
             const auto& st = d["status"];
             std::string digest = st["imageDigest"];
-            rows.push_back({d["metadata"]["name"], std::to_string(st["latestVersion"].get<int>()),
-                            std::to_string(st["readyReplicas"].get<int>()) + "/" +
-                                std::to_string(d.value("/spec/replicas"_json_pointer, 1)),
-                            st["image"], wide ? digest : short_digest(digest),
-                            st["phase"].get<std::string>() +
-                                (st["message"].get<std::string>().empty()
-                                     ? ""
-                                     : " (" + st["message"].get<std::string>() + ")")});
+            int desired = st.value("desiredReplicas", d.value("/spec/replicas"_json_pointer, 1));
+            std::string message = st.value("message", "");
+            std::vector<std::string> row{
+                d["metadata"]["name"],
+                std::to_string(st["readyReplicas"].get<int>()) + "/" + std::to_string(desired),
+                std::to_string(st.value("updatedReplicas", 0)),
+                std::to_string(st["readyReplicas"].get<int>()),
+                std::to_string(st["latestVersion"].get<int>()),
+                wide ? digest : short_digest(digest),
+                st["phase"].get<std::string>() + (message.empty() ? "" : " (" + message + ")"),
+                age(d.value("/metadata/creationTimestamp"_json_pointer, std::string()))};
+            if (wide) row.insert(row.begin() + 5, st["image"].get<std::string>());
+            rows.push_back(row);
         }
     } else if (kind == "routes") {
-        rows.push_back({"NAME", "URL", "SERVICES"});
-        for (const auto& r : items)
-            rows.push_back({r["metadata"]["name"], r["status"]["url"],
+        rows.push_back({"NAME", "HOST/PORT", "URL", "SERVICES"});
+        for (const auto& r : items) {
+            const auto& st = r["status"];
+            std::string url = st.value("hostnameUrl", "");
+            std::string port_url = st.value("url", "");
+            std::string host_port = port_url;
+            if (host_port.rfind("http://", 0) == 0) host_port = host_port.substr(7);
+            if (!host_port.empty() && host_port.back() == '/') host_port.pop_back();
+            rows.push_back({r["metadata"]["name"], host_port, url.empty() ? port_url : url,
                             r.value("/spec/to/name"_json_pointer, std::string())});
+        }
     }
     print_table(rows);
 }
@@ -211,11 +227,8 @@ void print_objects(const std::string& kind, const std::vector<json>& items, bool
 // The table an object's kind is printed in (the daemon resolves aliases).
 std::string resource_of(const json& obj) {
     static const std::map<std::string, std::string> resources = {
-        {"ImageStream", "imagestreams"},
-        {"BuildConfig", "buildconfigs"},
-        {"Build", "builds"},
-        {"DeploymentConfig", "deployments"},
-        {"Route", "routes"}};
+        {"ImageStream", "imagestreams"},     {"BuildConfig", "buildconfigs"}, {"Build", "builds"},
+        {"DeploymentConfig", "deployments"}, {"Deployment", "deployments"},   {"Route", "routes"}};
     auto it = resources.find(obj.value("kind", ""));
     return it == resources.end() ? obj.value("kind", "") : it->second;
 }
@@ -259,9 +272,16 @@ int cmd_get(const Global& g, std::string kind, std::string name, const std::stri
     return 0;
 }
 
+// The daemon's warnings about applied objects (fields it ignores), like kubectl's.
+void print_warnings(const json& res) {
+    for (const auto& w : res.value("warnings", json::array()))
+        std::cerr << "Warning: " << w.get<std::string>() << "\n";
+}
+
 int cmd_apply(const Global& g, const std::string& file) {
     auto objects = load_objects(file);
     auto res = api_post(g, "/api/v1/apply", {{"items", objects}});
+    print_warnings(res);
     for (const auto& r : res["results"]) {
         std::cout << lower(r["kind"]) << "/" << r["name"].get<std::string>() << " "
                   << r["result"].get<std::string>() << "\n";
@@ -387,10 +407,10 @@ int cmd_build(const Global& g, const std::string& tag, const std::string& file,
     return 0;
 }
 
-// Streams a build's log; returns when the build ended (follow) or at EOF.
-void stream_build_log(const Global& g, const std::string& build, bool follow) {
+// GETs `path` and copies the body to stdout as it arrives; an error answer's
+// body is kept in the result instead.
+StreamedAnswer stream_to_stdout(const Global& g, const std::string& path) {
     auto c = client_for(g.host);
-    std::string path = "/api/v1/builds/" + build + "/log" + (follow ? "?follow=true" : "");
     StreamedAnswer answer;
     auto res = c->Get(
         path, [&](const httplib::Response& r) { return answer.on_response(r); },
@@ -400,7 +420,13 @@ void stream_build_log(const Global& g, const std::string& build, bool follow) {
             return true;
         });
     if (!res) unreachable_daemon(g.host, res.error());
-    answer.throw_if_failed();
+    return answer;
+}
+
+// Streams a build's log; returns when the build ended (follow) or at EOF.
+void stream_build_log(const Global& g, const std::string& build, bool follow) {
+    stream_to_stdout(g, "/api/v1/builds/" + build + "/log" + (follow ? "?follow=true" : ""))
+        .throw_if_failed();
 }
 
 int wait_build(const Global& g, const std::string& build) {
@@ -426,13 +452,292 @@ int cmd_start_build(const Global& g, const std::string& name, bool follow, bool 
     return 0;
 }
 
-int cmd_logs(const Global& g, std::string target, bool follow) {
-    if (target.rfind("build/", 0) == 0)
-        target = target.substr(6);
-    else if (target.rfind("builds/", 0) == 0)
-        target = target.substr(7);
-    stream_build_log(g, target, follow);
+struct LogOptions {
+    bool follow = false;
+    bool previous = false;
+    std::optional<int> replica;
+    std::optional<int> tail;
+};
+
+// A deployment replica's log; false (nothing printed) when the daemon knows no
+// such deployment.
+bool stream_deployment_log(const Global& g, const std::string& name, const LogOptions& o,
+                           bool fallback_allowed) {
+    std::string path = "/api/v1/deployments/" + name +
+                       "/log?follow=" + (o.follow ? "true" : "false") +
+                       (o.previous ? "&previous=true" : "");
+    if (o.replica) path += "&replica=" + std::to_string(*o.replica);
+    if (o.tail) path += "&tail=" + std::to_string(*o.tail);
+    auto answer = stream_to_stdout(g, path);
+    if (fallback_allowed && answer.status == 404 &&
+        answer.error_body.find("not found; `cascade get deployments`") != std::string::npos)
+        return false;
+    answer.throw_if_failed();
+    return true;
+}
+
+// `logs build/NAME-N` (a build), `logs [deployment/]NAME` (a replica of a
+// deployment); a bare NAME-N that is no deployment is taken as a build.
+int cmd_logs(const Global& g, std::string target, const LogOptions& o) {
+    for (const char* prefix : {"build/", "builds/"})
+        if (target.rfind(prefix, 0) == 0) {
+            stream_build_log(g, target.substr(std::string(prefix).size()), o.follow);
+            return 0;
+        }
+    bool explicit_deployment = false;
+    for (const char* prefix : {"deployment/", "deployments/", "dc/", "deploymentconfig/"})
+        if (target.rfind(prefix, 0) == 0) {
+            target = target.substr(std::string(prefix).size());
+            explicit_deployment = true;
+        }
+    if (stream_deployment_log(g, target, o, !explicit_deployment)) return 0;
+    if (o.previous || o.replica || o.tail)
+        throw Error(
+            "deployment \"" + target +
+            "\" not found; `cascade get deployments` lists them (builds: logs build/NAME-N)");
+    stream_build_log(g, target, o.follow);
     return 0;
+}
+
+std::string deployment_name_of(std::string target) {
+    for (const char* prefix :
+         {"deployment/", "deployments/", "dc/", "deploymentconfig/", "deploymentconfigs/"})
+        if (target.rfind(prefix, 0) == 0) return target.substr(std::string(prefix).size());
+    return target;
+}
+
+int cmd_scale(const Global& g, const std::string& target, int replicas) {
+    auto name = deployment_name_of(target);
+    if (replicas < 0) throw Error("cascade scale: --replicas must not be negative");
+    api_post(g, "/api/v1/deployments/" + name + "/scale", {{"replicas", replicas}});
+    std::cout << "deployment/" << name << " scaled to " << replicas << "\n";
+    return 0;
+}
+
+int cmd_rollout_action(const Global& g, const std::string& action, const std::string& target,
+                       std::optional<int> to_revision) {
+    auto name = deployment_name_of(target);
+    json body = json::object();
+    if (to_revision) body["toRevision"] = *to_revision;
+    auto r = api_post(g, "/api/v1/deployments/" + name + "/rollout/" + action, body);
+    std::cout << "deployment/" << name << " " << r.value("result", action) << "\n";
+    return 0;
+}
+
+int cmd_rollout_history(const Global& g, const std::string& target, const std::string& output) {
+    auto name = deployment_name_of(target);
+    auto list = api_get(g, "/api/v1/deployments/" + name + "/history");
+    if (output == "json") {
+        std::cout << list.dump(2) << "\n";
+        return 0;
+    }
+    if (list["items"].empty()) {
+        std::cerr << "No revisions of deployment/" << name << " yet.\n";
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows{{"REVISION", "DIGEST", "STATUS", "CAUSE"}};
+    for (const auto& r : list["items"]) {
+        std::string digest = r.value("digest", "");
+        rows.push_back({std::to_string(r.value("revision", 0)),
+                        output == "wide" ? digest : short_digest(digest), r.value("status", ""),
+                        r.value("cause", "")});
+    }
+    print_table(rows);
+    return 0;
+}
+
+// Follows a rollout until the latest revision is complete (exit 0) or fails
+// and is rolled back (exit 1). With `revision`, first waits until at least that
+// revision exists; with `timeout_s` > 0, gives up after that many seconds.
+int cmd_rollout_status(const Global& g, const std::string& target, int revision, int timeout_s) {
+    auto name = deployment_name_of(target);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    std::string last;
+    while (true) {
+        auto d = api_get(g, "/api/v1/deployments/" + name);
+        const auto& st = d["status"];
+        int latest = st.value("latestVersion", 0);
+        int desired = st.value("desiredReplicas", 1);
+        int updated = st.value("updatedReplicas", 0);
+        int ready = st.value("readyReplicas", 0);
+        int total = st.value("replicas", 0);
+        std::string phase = st.value("phase", "");
+        std::string message = st.value("message", "");
+        std::string line;
+        bool reached = latest >= revision && latest > 0;
+        if (reached && phase == "Failed") {
+            std::cout << "deployment \"" << name << "\" rollout failed"
+                      << (message.empty() ? "" : ": " + message) << "\n";
+            return 1;
+        }
+        if (reached && (phase == "Paused" || st.value("paused", false))) {
+            std::cout << "deployment \"" << name << "\" is paused; `cascade rollout resume " << name
+                      << "` continues it\n";
+            return 1;
+        }
+        if (reached && phase == "Running" && updated >= desired && ready >= desired &&
+            total == desired) {
+            std::cout << "deployment \"" << name << "\" successfully rolled out (revision "
+                      << latest << ")\n";
+            return 0;
+        }
+        if (!reached)
+            line = "Waiting for revision " + std::to_string(revision) + " of deployment \"" + name +
+                   "\" (latest: " + std::to_string(latest) + ")...";
+        else if (updated < desired)
+            line = "Waiting for deployment \"" + name +
+                   "\" rollout to finish: " + std::to_string(updated) + " out of " +
+                   std::to_string(desired) + " new replicas have been updated...";
+        else if (total > desired)
+            line = "Waiting for deployment \"" + name +
+                   "\" rollout to finish: " + std::to_string(total - desired) +
+                   " old replicas are pending termination...";
+        else
+            line = "Waiting for deployment \"" + name +
+                   "\" rollout to finish: " + std::to_string(ready) + " of " +
+                   std::to_string(desired) + " updated replicas are available...";
+        if (line != last) {
+            std::cout << line << "\n" << std::flush;
+            last = line;
+        }
+        if (timeout_s > 0 && std::chrono::steady_clock::now() > deadline)
+            throw Error("deployment \"" + name + "\" did not finish its rollout within " +
+                        std::to_string(timeout_s) + " s (phase " + phase +
+                        (message.empty() ? "" : ": " + message) + ")");
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+}
+
+int cmd_exec(const Global& g, const std::string& target, std::optional<int> replica,
+             const std::vector<std::string>& command) {
+    if (command.empty()) throw Error("cascade exec DEPLOYMENT -- CMD [ARGS…]: CMD is missing");
+    auto name = deployment_name_of(target);
+    json body = {{"command", command}};
+    if (replica) body["replica"] = *replica;
+    auto r = api_post(g, "/api/v1/deployments/" + name + "/exec", body);
+    std::cout << r.value("stdout", "") << std::flush;
+    std::cerr << r.value("stderr", "") << std::flush;
+    return r.value("exitCode", 1);
+}
+
+std::string ms_text(const json& v) {
+    std::ostringstream s;
+    s << v.get<int64_t>() / 1000.0 << "s";
+    return s.str();
+}
+
+std::string int_or_percent_text(const json& v) {
+    return std::to_string(v.value("value", 0)) + (v.value("percent", false) ? "%" : "");
+}
+
+// A probe of the template (runtime::to_json's shape).
+std::string probe_text(const json& p) {
+    std::string kind = p.value("kind", "none");
+    if (kind == "none") return "none";
+    std::string what = kind + " :" + std::to_string(p.value("port", 0));
+    if (kind == "http") what += p.value("path", "/");
+    if (kind == "exec") {
+        what = "exec [";
+        for (const auto& a : p["command"])
+            what += (what.back() == '[' ? "" : " ") + a.get<std::string>();
+        what += "]";
+    }
+    return what + " delay=" + ms_text(p["initialDelayMs"]) + " period=" + ms_text(p["periodMs"]) +
+           " timeout=" + ms_text(p["timeoutMs"]) +
+           " #success=" + std::to_string(p.value("successThreshold", 1)) +
+           " #failure=" + std::to_string(p.value("failureThreshold", 3));
+}
+
+// `describe deployment NAME`: template, strategy, replicas, revisions.
+void describe_deployment(const Global& g, const std::string& target) {
+    auto name = deployment_name_of(target);
+    auto d = api_get(g, "/api/v1/deployments/" + name);
+    const auto& st = d["status"];
+    const auto& t = st["template"];
+    const auto& strategy = t["strategy"];
+    std::string strat = strategy.value("type", "");
+    if (strat == "Rolling")
+        strat += " (maxSurge " + int_or_percent_text(strategy["maxSurge"]) + ", maxUnavailable " +
+                 int_or_percent_text(strategy["maxUnavailable"]) + ", interval " +
+                 ms_text(strategy["intervalMs"]) + ", update period " +
+                 ms_text(strategy["updatePeriodMs"]) + ", timeout " +
+                 std::to_string(strategy.value("timeoutSeconds", 0)) + "s)";
+    else
+        strat += " (timeout " + std::to_string(strategy.value("timeoutSeconds", 0)) + "s)";
+    std::string ports;
+    for (const auto& p : t["ports"])
+        ports += (ports.empty() ? "" : ", ") + std::to_string(p.get<int>());
+    std::string message = st.value("message", "");
+    std::cout << "Name:          " << name << "\n"
+              << "Kind:          " << d.value("kind", "") << "\n"
+              << "Image:         " << t.value("imageRepository", "") << ":"
+              << t.value("imageTag", "")
+              << (t.value("automatic", false) ? " (follows the tag)" : " (manual)") << "\n"
+              << "Digest:        " << st.value("imageDigest", "") << "\n"
+              << "Revision:      " << st.value("latestVersion", 0) << "\n"
+              << "Phase:         " << st.value("phase", "")
+              << (st.value("paused", false) ? " (paused)" : "") << "\n";
+    if (!message.empty()) std::cout << "Message:       " << message << "\n";
+    std::cout << "Replicas:      " << st.value("desiredReplicas", 0) << " desired, "
+              << st.value("updatedReplicas", 0) << " updated, " << st.value("readyReplicas", 0)
+              << " ready, " << st.value("replicas", 0) << " total\n"
+              << "Strategy:      " << strat << "\n"
+              << "Ports:         " << (ports.empty() ? "none" : ports) << "\n"
+              << "Readiness:     " << probe_text(t["readinessProbe"]) << "\n"
+              << "Liveness:      " << probe_text(t["livenessProbe"]) << "\n"
+              << "Startup:       " << probe_text(t["startupProbe"]) << "\n";
+    const auto& res = t["resources"];
+    auto limit = [](int64_t v, const std::string& unit) {
+        return v ? std::to_string(v) + unit : std::string("unlimited");
+    };
+    std::cout << "Resources:     memory " << limit(res.value("memoryBytes", int64_t{0}), " bytes")
+              << ", cpu " << limit(res.value("cpuMillis", int64_t{0}), "m") << " (request "
+              << res.value("cpuRequestMillis", int64_t{0}) << "m), pids "
+              << limit(res.value("pids", int64_t{0}), "") << "\n"
+              << "Restart:       " << t.value("restartPolicy", "") << ", grace "
+              << t.value("stopGraceSeconds", 0) << "s\n";
+    if (!t.value("user", "").empty())
+        std::cout << "User:          " << t["user"].get<std::string>() << "\n";
+    if (t.value("readonlyRootfs", false)) std::cout << "Root fs:       read-only\n";
+    std::cout << "Volumes:";
+    if (t["volumes"].empty()) std::cout << "       none";
+    std::cout << "\n";
+    for (const auto& v : t["volumes"]) {
+        std::cout << "  " << v.value("destination", "") << " <- " << v.value("kind", "");
+        if (!v.value("source", "").empty()) std::cout << " " << v["source"].get<std::string>();
+        if (v.value("sizeBytes", int64_t{0}) > 0)
+            std::cout << " (" << v["sizeBytes"].get<int64_t>() << " bytes)";
+        if (v.value("readonly", false)) std::cout << " (read-only)";
+        std::cout << "\n";
+    }
+    std::cout << "\nReplicas:\n";
+    std::vector<std::vector<std::string>> rows{
+        {"  INDEX", "STATE", "REVISION", "RESTARTS", "LAST EXIT", "CONTAINER", "MESSAGE"}};
+    for (const auto& p : st["pods"])
+        rows.push_back(
+            {"  " + std::to_string(p.value("index", 0)), p.value("state", ""),
+             std::to_string(p.value("revision", 0)), std::to_string(p.value("restarts", 0)),
+             std::to_string(p.value("lastExit", 0)), p.value("name", ""), p.value("message", "")});
+    print_table(rows);
+    std::cout << "\nRevisions:\n";
+    json history = json::array();
+    try {
+        history = api_get(g, "/api/v1/deployments/" + name + "/history")["items"];
+    } catch (const Error& e) {
+        std::cout << "  (" << e.what() << ")\n";
+    }
+    std::vector<std::vector<std::string>> revs{
+        {"  REVISION", "DIGEST", "STATUS", "CAUSE", "MESSAGE"}};
+    for (const auto& r : history)
+        revs.push_back({"  " + std::to_string(r.value("revision", 0)),
+                        short_digest(r.value("digest", "")), r.value("status", ""),
+                        r.value("cause", ""), r.value("message", "")});
+    print_table(revs);
+    std::cout << "\nFailed digests:";
+    if (st["failedDigests"].empty()) std::cout << " none";
+    std::cout << "\n";
+    for (const auto& f : st["failedDigests"])
+        std::cout << "  " << f.get<std::string>() << "\n";
 }
 
 std::string build_name_of(std::string target) {
@@ -562,6 +867,7 @@ int cmd_up(const Global& g, const std::string& dir, const std::string& root, int
     if (!daemon_answers(g.host)) start_background_daemon(g.host, root);
     auto objects = load_objects(dir);
     auto res = api_post(g, "/api/v1/apply", {{"items", objects}});
+    print_warnings(res);
     std::set<std::string> known_builds;
     for (const auto& r : res["results"]) {
         std::cout << lower(r["kind"]) << "/" << r["name"].get<std::string>() << " "
@@ -605,9 +911,12 @@ int cmd_up(const Global& g, const std::string& dir, const std::string& root, int
         first = false;
         if (done) {
             std::cout << "\n";
-            for (const auto& r : st["routes"])
-                std::cout << r["name"].get<std::string>() << ": " << r["url"].get<std::string>()
-                          << "\n";
+            for (const auto& r : st["routes"]) {
+                std::cout << r["name"].get<std::string>() << ": " << r["url"].get<std::string>();
+                if (!r.value("hostnameUrl", "").empty())
+                    std::cout << "  " << r["hostnameUrl"].get<std::string>();
+                std::cout << "\n";
+            }
             return 0;
         }
         if (std::chrono::steady_clock::now() > deadline)
@@ -646,8 +955,15 @@ int cmd_describe(const Global& g, std::string kind, std::string name) {
         describe_build(g, name);
         return 0;
     }
+    if (kind == "deployment" || kind == "deployments" || kind == "dc" ||
+        kind == "deploymentconfig" || kind == "deploymentconfigs" || kind == "deploy") {
+        if (name.empty()) throw Error("cascade describe deployment NAME: NAME is missing");
+        describe_deployment(g, name);
+        return 0;
+    }
     if (kind != "imagestream" && kind != "imagestreams" && kind != "is")
-        throw Error("cascade describe: only imagestream NAME is supported (got \"" + kind + "\")");
+        throw Error("cascade describe: imagestream NAME, build NAME-N or deployment NAME (got \"" +
+                    kind + "\")");
     if (name.empty()) throw Error("cascade describe imagestream NAME: NAME is missing");
     auto is = api_get(g, "/api/v1/imagestreams/" + name);
     const auto& status = is["status"];
@@ -803,6 +1119,12 @@ int main(int argc, char** argv) {
             "--listen", serve_opts.listen,
             std::string("HOST:PORT for the registry and API (default ") + kDefaultListen + ")")
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // the last one given wins
+    serve_cmd
+        ->add_option("--router-listen", serve_opts.router_listen,
+                     std::string("HOST:PORT of the routes' shared HTTP port (by Host header), or "
+                                 "off (default ") +
+                         kDefaultRouterListen + ")")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     serve_cmd->add_option("-c,--config", serve_opts.config, "configuration file (YAML)");
     serve_cmd->add_flag("--insecure", serve_opts.insecure,
                         "allow a non-loopback address without authentication and TLS");
@@ -854,10 +1176,61 @@ int main(int argc, char** argv) {
     sb_cmd->add_flag("-w,--wait", sb_wait, "wait until the build ends; exit 1 when it failed");
 
     std::string logs_target;
-    bool logs_follow = false;
-    auto* logs_cmd = app.add_subcommand("logs", "print a build's log: cascade logs build/NAME-N");
-    logs_cmd->add_option("target", logs_target, "build/NAME-N")->required();
-    logs_cmd->add_flag("-f,--follow", logs_follow, "keep streaming until the build ends");
+    LogOptions logs_opts;
+    auto* logs_cmd = app.add_subcommand(
+        "logs", "print a build's log (build/NAME-N) or a deployment replica's (DEPLOYMENT)");
+    logs_cmd->add_option("target", logs_target, "build/NAME-N or [deployment/]NAME")->required();
+    logs_cmd->add_flag("-f,--follow", logs_opts.follow,
+                       "keep streaming until the build ends or the replica's container is gone");
+    logs_cmd->add_flag("-p,--previous", logs_opts.previous,
+                       "the replica's previous container (before its last restart)");
+    logs_cmd->add_option("--replica", logs_opts.replica,
+                         "replica index (default: the lowest ready one)");
+    logs_cmd->add_option("--tail", logs_opts.tail, "only the last N lines");
+
+    std::string scale_target;
+    int scale_replicas = -1;
+    auto* scale_cmd = app.add_subcommand("scale", "set a deployment's number of replicas");
+    scale_cmd->add_option("name", scale_target, "[deployment/]NAME")->required();
+    scale_cmd->add_option("--replicas", scale_replicas, "the new count")->required();
+
+    auto* rollout_cmd = app.add_subcommand(
+        "rollout", "follow, list, undo, retry, pause, resume or restart a deployment's rollouts");
+    rollout_cmd->require_subcommand(1);
+    std::string rollout_target, rollout_output;
+    int rollout_timeout = 0, rollout_revision = 0;
+    std::optional<int> rollout_to;
+    std::map<std::string, CLI::App*> rollout_cmds;
+    for (auto [action, help] : std::vector<std::pair<std::string, std::string>>{
+             {"status", "follow the latest rollout: exit 0 when complete, 1 when it failed"},
+             {"history", "list the revisions: REVISION DIGEST STATUS CAUSE"},
+             {"undo", "roll back to the previous revision (or --to-revision N)"},
+             {"retry", "forget the failed digests and roll out the tag's digest again"},
+             {"pause", "record tag moves and changes without rolling them out"},
+             {"resume", "roll out what a pause held back"},
+             {"restart", "replace every replica (a new revision of the same image)"}}) {
+        auto* sub = rollout_cmd->add_subcommand(action, help);
+        sub->add_option("name", rollout_target, "[deployment/]NAME")->required();
+        rollout_cmds[action] = sub;
+    }
+    rollout_cmds["status"]->add_option("--timeout", rollout_timeout,
+                                       "seconds to wait (0: no limit)");
+    rollout_cmds["status"]->add_option("--revision", rollout_revision,
+                                       "wait until at least this revision exists");
+    rollout_cmds["undo"]->add_option("--to-revision", rollout_to, "the revision to go back to");
+    rollout_cmds["history"]
+        ->add_option("-o,--output", rollout_output, "json or wide")
+        ->check(CLI::IsMember({"json", "wide"}));
+
+    std::string exec_target;
+    std::optional<int> exec_replica;
+    std::vector<std::string> exec_command;
+    auto* exec_cmd = app.add_subcommand(
+        "exec", "run a command in a deployment's replica: cascade exec NAME [--replica N] -- CMD");
+    exec_cmd->add_option("name", exec_target, "[deployment/]NAME")->required();
+    exec_cmd->add_option("--replica", exec_replica,
+                         "replica index (default: the lowest ready one)");
+    exec_cmd->add_option("command", exec_command, "CMD [ARGS…] (after --)")->required();
 
     std::string cancel_target;
     auto* cancel_cmd = app.add_subcommand(
@@ -890,9 +1263,11 @@ int main(int argc, char** argv) {
     std::string describe_kind, describe_name;
     auto* describe_cmd =
         app.add_subcommand("describe",
-                           "show an image stream's tags with their whole history, or a build "
-                           "with its steps' timings");
-    describe_cmd->add_option("kind", describe_kind, "imagestream (is), build, or KIND/NAME")
+                           "show an image stream's tags with their whole history, a build "
+                           "with its steps' timings, or a deployment with its replicas and "
+                           "revisions");
+    describe_cmd
+        ->add_option("kind", describe_kind, "imagestream (is), build, deployment, or KIND/NAME")
         ->required();
     describe_cmd->add_option("name", describe_name, "stream or build name");
 
@@ -927,7 +1302,21 @@ int main(int argc, char** argv) {
         if (*up_cmd) return cmd_up(g, up_dir, up_root, up_timeout);
         if (*get_cmd) return cmd_get(g, get_kind, get_name, output);
         if (*sb_cmd) return cmd_start_build(g, sb_name, sb_follow, sb_wait);
-        if (*logs_cmd) return cmd_logs(g, logs_target, logs_follow);
+        if (*logs_cmd) return cmd_logs(g, logs_target, logs_opts);
+        if (*scale_cmd) return cmd_scale(g, scale_target, scale_replicas);
+        if (*exec_cmd) return cmd_exec(g, exec_target, exec_replica, exec_command);
+        if (*rollout_cmd) {
+            if (*rollout_cmds["status"])
+                return cmd_rollout_status(g, rollout_target, rollout_revision, rollout_timeout);
+            if (*rollout_cmds["history"])
+                return cmd_rollout_history(g, rollout_target, rollout_output);
+            for (const auto& [action, sub] : rollout_cmds) {
+                if (!*sub) continue;
+                std::optional<int> to;
+                if (action == "undo") to = rollout_to;
+                return cmd_rollout_action(g, action, rollout_target, to);
+            }
+        }
         if (*cancel_cmd) return cmd_cancel_build(g, cancel_target);
         if (*tag_cmd) return cmd_tag(g, tag_source, tag_dest);
         if (*describe_cmd) return cmd_describe(g, describe_kind, describe_name);

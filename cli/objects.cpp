@@ -5,14 +5,15 @@
 #include <algorithm>
 #include <regex>
 
+#include "cli/pod_template.hpp"
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
 #include "oci/reference.hpp"
 
 namespace cascade::cli {
 
-const std::vector<std::string> kSupportedKinds = {"List", "ImageStream", "BuildConfig",
-                                                  "DeploymentConfig", "Route"};
+const std::vector<std::string> kSupportedKinds = {
+    "List", "ImageStream", "BuildConfig", "DeploymentConfig", "Deployment", "Route"};
 
 namespace {
 
@@ -204,7 +205,7 @@ std::string object_kind(const nlohmann::json& obj) {
     if (!obj.is_object() || !obj.contains("kind") || !obj["kind"].is_string())
         throw Error(
             "an object has no kind; supported kinds: BuildConfig, DeploymentConfig, "
-            "Route, ImageStream, List");
+            "Deployment, Route, ImageStream, List");
     return obj["kind"].get<std::string>();
 }
 
@@ -267,57 +268,77 @@ engine::BuildConfigSpec build_config_from_object(const nlohmann::json& obj) {
     return s;
 }
 
-runtime::DeploymentSpec deployment_from_object(const nlohmann::json& obj) {
+namespace {
+
+// The stream tag a Deployment follows through OpenShift's trigger annotation
+// (image.openshift.io/triggers: [{"from": {"kind": "ImageStreamTag", "name":
+// "app:latest"}, "fieldPath": "spec.template.spec.containers[0].image",
+// "paused": "false"}]); empty when there is none.
+std::string annotated_trigger(const nlohmann::json& obj, bool& automatic) {
+    nlohmann::json::json_pointer p("/metadata/annotations/image.openshift.io~1triggers");
+    if (!obj.contains(p)) return {};
+    const std::string field = "metadata.annotations[image.openshift.io/triggers]";
+    nlohmann::json triggers = nlohmann::json::parse(string_at(obj, p.to_string()), nullptr, false);
+    if (!triggers.is_array() || triggers.empty() || !triggers[0].is_object())
+        throw Error(where(obj) + ": " + field +
+                    " must be a JSON list like [{\"from\": {\"kind\": \"ImageStreamTag\", "
+                    "\"name\": \"app:latest\"}}]");
+    nlohmann::json holder = {{"kind", obj.value("kind", "")},
+                             {"metadata", obj.value("metadata", nlohmann::json::object())},
+                             {"trigger", triggers[0]}};
+    std::string paused = string_at(holder, "/trigger/paused", "false");
+    automatic = paused != "true";
+    return stream_tag_from(holder, "/trigger/from");
+}
+
+}  // namespace
+
+runtime::DeploymentSpec deployment_from_object(const nlohmann::json& obj,
+                                               std::vector<std::string>* warnings) {
     runtime::DeploymentSpec s;
     s.name = object_name(obj);
-    s.replicas = static_cast<int>(int_at(obj, "/spec/replicas", 1));
-    if (s.replicas < 0) throw Error(where(obj) + ": spec.replicas must not be negative");
-    const auto& containers = require(obj, "/spec/template/spec/containers");
-    if (!containers.is_array() || containers.empty())
-        throw Error(where(obj) + ": spec.template.spec.containers needs one container");
-    if (containers.size() > 1)
-        throw Error(where(obj) + ": only one container per pod is supported for now");
-    const auto& c = containers[0];
-    std::string image = c.value("image", "");
-    nlohmann::json::json_pointer ports("/ports/0/containerPort");
-    if (!c.contains(ports))
-        throw Error(where(obj) +
-                    ": spec.template.spec.containers[0].ports[0].containerPort is missing (the "
-                    "port that tells when a replica is ready)");
-    s.container_port = static_cast<uint16_t>(c.at(ports).get<int>());
-    for (const auto& e : c.value("env", nlohmann::json::array()))
-        s.env.push_back(e.value("name", "") + "=" + e.value("value", ""));
-    for (const auto& a : c.value("args", nlohmann::json::array()))
-        s.args.push_back(a);
-    s.stop_grace = std::chrono::seconds(
-        int_at(obj, "/spec/template/spec/terminationGracePeriodSeconds", s.stop_grace.count()));
-    if (s.stop_grace.count() < 0)
-        throw Error(where(obj) +
-                    ": spec.template.spec.terminationGracePeriodSeconds must not be negative");
-    s.automatic = false;
+    std::string kind = object_kind(obj);
+    if (kind != "DeploymentConfig" && kind != "Deployment")
+        throw Error(where(obj) + ": not a DeploymentConfig or Deployment");
+    read_deployment_fields(obj, s, warnings);
+    std::string image = string_at(obj, "/spec/template/spec/containers/0/image");
     std::string followed;
-    nlohmann::json::json_pointer tp("/spec/triggers");
-    if (obj.contains(tp)) {
-        for (const auto& t : obj.at(tp)) {
-            auto type = t.value("type", "");
-            if (type == "ImageChange") {
-                auto params = t.value("imageChangeParams", nlohmann::json::object());
-                s.automatic = params.value("automatic", true);
-                if (params.contains("from"))
-                    followed = stream_tag_from(t, "/imageChangeParams/from");
-            } else if (type != "ConfigChange") {
-                throw Error(where(obj) + ": trigger type \"" + type +
-                            "\" is not supported (ImageChange, ConfigChange)");
+    if (kind == "Deployment") {
+        s.automatic = true;
+        followed = annotated_trigger(obj, s.automatic);
+    } else {
+        s.automatic = false;
+        nlohmann::json::json_pointer tp("/spec/triggers");
+        if (obj.contains(tp)) {
+            if (!obj.at(tp).is_array()) throw Error(where(obj) + ": spec.triggers must be a list");
+            for (const auto& t : obj.at(tp)) {
+                auto type = t.value("type", "");
+                if (type == "ImageChange") {
+                    auto params = t.value("imageChangeParams", nlohmann::json::object());
+                    s.automatic = params.value("automatic", true);
+                    if (params.contains("from"))
+                        followed = stream_tag_from(t, "/imageChangeParams/from");
+                } else if (type != "ConfigChange") {
+                    throw Error(where(obj) + ": trigger type \"" + type +
+                                "\" is not supported (ImageChange, ConfigChange)");
+                }
             }
         }
     }
     if (followed.empty()) followed = image;
     if (followed.empty())
-        throw Error(where(obj) + ": no image: set containers[0].image or an ImageChange trigger");
+        throw Error(where(obj) + ": no image: set spec.template.spec.containers[0].image" +
+                    (kind == "Deployment" ? std::string(" (an image stream tag, e.g. app:latest)")
+                                          : std::string(" or an ImageChange trigger")));
     auto [repo, tag] = split_stream_tag(followed);
     s.image_repository = repo;
     s.image_tag = tag;
     return s;
+}
+
+bool deployment_paused(const nlohmann::json& obj) {
+    nlohmann::json::json_pointer p("/spec/paused");
+    return obj.contains(p) && obj.at(p).is_boolean() && obj.at(p).get<bool>();
 }
 
 runtime::RouteSpec route_from_object(const nlohmann::json& obj) {
@@ -334,6 +355,25 @@ runtime::RouteSpec route_from_object(const nlohmann::json& obj) {
         }
     }
     r.host = string_at(obj, "/metadata/annotations/cascade.io~1host-address", "127.0.0.1");
+    r.hostname = string_at(obj, "/spec/host");
+    // A DNS name: labels of lower case letters, digits and '-', joined by '.'.
+    bool valid = r.hostname.size() <= 253;
+    size_t label = 0;
+    for (size_t i = 0; i <= r.hostname.size() && valid && !r.hostname.empty(); i++) {
+        char c = i < r.hostname.size() ? r.hostname[i] : '.';
+        if (c == '.') {
+            valid = label > 0 && label <= 63 && r.hostname[i - 1] != '-';
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && label > 0)) {
+            label++;
+        } else {
+            valid = false;
+        }
+    }
+    if (!valid)
+        throw Error(where(obj) + ": spec.host \"" + r.hostname +
+                    "\" is not a host name (lower case DNS labels joined by '.', e.g. "
+                    "app-a.localhost)");
     return r;
 }
 

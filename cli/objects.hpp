@@ -35,7 +35,17 @@ std::string object_kind(const nlohmann::json& obj);  // throws when missing
 std::string object_name(const nlohmann::json& obj);  // metadata.name, throws when missing
 
 engine::BuildConfigSpec build_config_from_object(const nlohmann::json& obj);
-runtime::DeploymentSpec deployment_from_object(const nlohmann::json& obj);
+// A DeploymentConfig (apps.openshift.io/v1) or a Deployment (apps/v1): the
+// image stream tag it follows (the ImageChange trigger's `from`, else
+// containers[0].image), then every field cli/pod_template.hpp reads. Fields
+// cascade does not act on are appended to `warnings` (when given) and ignored.
+runtime::DeploymentSpec deployment_from_object(const nlohmann::json& obj,
+                                               std::vector<std::string>* warnings = nullptr);
+// spec.paused of a DeploymentConfig or Deployment (false when not set).
+bool deployment_paused(const nlohmann::json& obj);
+// spec.to.name, spec.host (the Host header on the shared HTTP port), and the
+// annotations cascade.io/host-port and cascade.io/host-address (the route's
+// own port).
 runtime::RouteSpec route_from_object(const nlohmann::json& obj);
 // ImageStream spec.tags[] that follow an image in another registry
 // ({name, from: {kind: DockerImage, name: REF}, importPolicy: {scheduled,

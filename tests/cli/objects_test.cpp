@@ -116,7 +116,7 @@ TEST(DeploymentConfig, FollowsTheImageChangeTriggerTag) {
     EXPECT_EQ(d.container_port, 8080);
     EXPECT_EQ(d.env, std::vector<std::string>{"A=b"});
     EXPECT_TRUE(d.automatic);
-    EXPECT_EQ(d.stop_grace, std::chrono::seconds(10)) << "the default grace period";
+    EXPECT_EQ(d.stop_grace, std::chrono::seconds(30)) << "the default grace period";
     obj["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 3;
     EXPECT_EQ(cli::deployment_from_object(obj).stop_grace, std::chrono::seconds(3));
 

@@ -214,7 +214,10 @@ bool port_open(uint16_t port) {
 }
 
 Daemon::Daemon(std::filesystem::path root, uint16_t port, std::vector<std::string> extra_args)
-    : root_(std::move(root)), port_(port ? port : free_port()), extra_args_(std::move(extra_args)) {
+    : root_(std::move(root)),
+      port_(port ? port : free_port()),
+      router_port_(free_port()),
+      extra_args_(std::move(extra_args)) {
     log_path_ = (root_.parent_path() / ("daemon-" + std::to_string(port_) + ".log")).string();
     start();
 }
@@ -229,6 +232,11 @@ void Daemon::start() {
         }
         std::vector<std::string> args{cascade_binary(), "serve",    "--root",
                                       root_.string(),   "--listen", address()};
+        if (std::find(extra_args_.begin(), extra_args_.end(), "--router-listen") ==
+            extra_args_.end()) {
+            args.push_back("--router-listen");
+            args.push_back("127.0.0.1:" + std::to_string(router_port_));
+        }
         args.insert(args.end(), extra_args_.begin(), extra_args_.end());
         std::vector<char*> argv;
         for (auto& a : args)

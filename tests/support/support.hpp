@@ -51,9 +51,12 @@ std::optional<HttpResponse> http_get(
 // True when a TCP connection to 127.0.0.1:port is accepted.
 bool port_open(uint16_t port);
 
-// `cascade serve --root <root> --listen 127.0.0.1:<port> extra_args…` in the
-// background; ready once the port accepts connections. The destructor stops
-// it (SIGTERM, then SIGKILL after 20 s) and waits.
+// `cascade serve --root <root> --listen 127.0.0.1:<port> --router-listen
+// 127.0.0.1:<router port> extra_args…` in the background (the shared HTTP port
+// of routes on a free port of its own, so daemons of parallel tests do not
+// compete for 8080; extra_args may give another --router-listen, e.g. "off");
+// ready once the port accepts connections. The destructor stops it (SIGTERM,
+// then SIGKILL after 20 s) and waits.
 class Daemon {
   public:
     explicit Daemon(std::filesystem::path root, uint16_t port = 0,
@@ -63,8 +66,9 @@ class Daemon {
     Daemon& operator=(const Daemon&) = delete;
 
     uint16_t port() const { return port_; }
-    std::string host() const;     // "http://127.0.0.1:<port>"
-    std::string address() const;  // "127.0.0.1:<port>"
+    uint16_t router_port() const { return router_port_; }  // the shared HTTP port of routes
+    std::string host() const;                              // "http://127.0.0.1:<port>"
+    std::string address() const;                           // "127.0.0.1:<port>"
     const std::filesystem::path& root() const { return root_; }
     // Runs `cascade --host <host> args…`.
     CommandResult cli(const std::vector<std::string>& args,
@@ -76,6 +80,7 @@ class Daemon {
   private:
     std::filesystem::path root_;
     uint16_t port_;
+    uint16_t router_port_ = 0;
     int pid_ = -1;
     std::vector<std::string> extra_args_;
     std::string log_path_;
