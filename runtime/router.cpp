@@ -21,6 +21,14 @@
 // new data brings a new edge), so a request/response costs one recv and one
 // send per direction.
 //
+// The first exchange of a connection (FirstExchange): the forwarder keeps a
+// copy of what the client sends and holds back a small sized first response
+// until it is whole. When the backend closes or resets before that (nothing
+// went to the client yet) and the request may be repeated, the connection
+// goes back to a connect worker with the copy (a Replay) and continues on a
+// backend it has not tried; with none left the client gets a 503 (shared port)
+// or a reset. After the first response only bytes are moved.
+//
 // Ownership: listeners, heads and error answers belong to the accept loop;
 // established connections to their forwarder. Routes, backends, hostnames and
 // counters live under `mu`; the API changes loop-owned state by posting a
@@ -523,6 +531,9 @@ struct Connection {
     Direction down;  // backend -> client
     FirstExchange first;
     bool kick = false;  // held bytes were released: pump again (no edge will come)
+    // The first response arrived whole and nothing moved since: a backend
+    // reset now loses nothing, so the client gets the answer and an EOF.
+    bool response_done = false;
 };
 
 struct Listener {
@@ -551,6 +562,14 @@ struct Closing {
 // Replay: the backend closed or failed before the first response; resend the
 // request to another backend.
 enum class Flow { Idle, More, Failed, Replay };
+
+// Whether the backend's end before the first response can be hidden from the
+// client: nothing went to the client yet, and the request is safe to repeat
+// or the client has sent nothing at all (a backend killed just after the
+// connect: like one that refused).
+bool can_resend(const Connection& c) {
+    return c.first.active && (c.first.repeat == Repeat::Safe || c.first.request.empty());
+}
 
 }  // namespace
 
@@ -1419,13 +1438,15 @@ void Router::Impl::Forwarder::on_connection_event(uint64_t connection_id, Kind s
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err != 0) {
-            if (side == kBackendSide && c.first.active && c.first.repeat == Repeat::Safe)
-                replay(connection_id);
-            else
-                finish(connection_id, true);
+        if (err != 0 && side == kBackendSide && can_resend(c)) {
+            replay(connection_id);
             return;
         }
+        if (err != 0 && !(side == kBackendSide && c.response_done)) {
+            finish(connection_id, true);
+            return;
+        }
+        if (err != 0) c.down.eof = true;  // the answer is whole: deliver it, then EOF
     }
     Direction& from = side == kClientSide ? c.up : c.down;
     Direction& to = side == kClientSide ? c.down : c.up;
@@ -1502,9 +1523,7 @@ void Router::Impl::Forwarder::replay(uint64_t connection_id) {
 Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
     const bool down = &d == &c.down;
     // A failing backend before the first response: resend when that is safe.
-    auto backend_failed = [&c] {
-        return c.first.active && c.first.repeat == Repeat::Safe ? Flow::Replay : Flow::Failed;
-    };
+    auto backend_failed = [&c] { return can_resend(c) ? Flow::Replay : Flow::Failed; };
     size_t moved = 0;
     while (true) {
         while (d.offset < d.pending.size()) {
@@ -1537,7 +1556,7 @@ Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
         ssize_t n = recv(d.src, scratch.get(), kChunk, 0);
         if (n == 0) {
             if (down && c.first.active) {
-                if (c.first.repeat == Repeat::Safe) return Flow::Replay;
+                if (can_resend(c)) return Flow::Replay;
                 end_first(c);
             }
             d.eof = true;
@@ -1546,6 +1565,10 @@ Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return Flow::Idle;  // EPOLLIN resumes
+            if (down && c.response_done) {
+                d.eof = true;  // reset right after a whole answer: deliver it, then EOF
+                continue;
+            }
             return down ? backend_failed() : Flow::Failed;
         }
         moved += static_cast<size_t>(n);
@@ -1568,6 +1591,7 @@ Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
                 bool waiting = r.kind == ResponseLength::Incomplete ||
                                (r.kind == ResponseLength::Sized && f.held.size() < r.size);
                 if (!waiting) {
+                    c.response_done = r.kind == ResponseLength::Sized && f.held.size() == r.size;
                     end_first(c);  // into d.pending: the loop's top sends it
                     c.kick = false;
                     continue;
@@ -1576,6 +1600,7 @@ Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
                 continue;
             }
         }
+        c.response_done = false;
         if (d.bytes) d.bytes->fetch_add(static_cast<size_t>(n), std::memory_order_relaxed);
         size_t sent = 0;
         while (sent < static_cast<size_t>(n)) {
@@ -1589,7 +1614,7 @@ Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
                 d.pending.assign(scratch.get() + sent, static_cast<size_t>(n) - sent);
                 return Flow::Idle;  // reading stops until dst drains this
             } else {
-                return Flow::Failed;
+                return down ? Flow::Failed : backend_failed();
             }
         }
         // A short read emptied the socket: new bytes bring a new edge. After a

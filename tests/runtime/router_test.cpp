@@ -1254,5 +1254,321 @@ TEST(RouterHttp, DISABLED_ThroughputDirectVsRouted) {
     }
 }
 
+// ---- resending the first request ---------------------------------------------
+
+// Reads a request head; false when the connection ends first.
+bool read_request_head(int fd, std::string* head = nullptr) {
+    std::string buf;
+    char chunk[4096];
+    while (buf.find("\r\n\r\n") == std::string::npos) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        buf.append(chunk, static_cast<size_t>(n));
+    }
+    if (head) *head = buf;
+    return true;
+}
+
+std::string http_response(const std::string& body) {
+    return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+}
+
+// Reads the request, then closes without a byte of answer (a replica killed
+// while it works on the request).
+std::function<void(int)> reads_and_closes() {
+    return [](int fd) { read_request_head(fd); };
+}
+
+// Answers with the head and only part of the body, then closes (busybox
+// httpd writes head and body separately; killed in between).
+std::function<void(int)> head_then_close() {
+    return [](int fd) {
+        if (!read_request_head(fd)) return;
+        send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nshort");
+    };
+}
+
+// Like http(), but Connection: close on HTTP/1.1 and head and body in two
+// writes, as busybox httpd does.
+std::function<void(int)> split_http(std::string body) {
+    return [body](int fd) {
+        if (!read_request_head(fd)) return;
+        std::string all = http_response(body);
+        size_t head_end = all.find("\r\n\r\n") + 4;
+        if (!send_all(fd, all.substr(0, head_end))) return;
+        std::this_thread::sleep_for(2ms);
+        send_all(fd, all.substr(head_end));
+    };
+}
+
+TEST(RouterReplay, BackendClosingWithoutAnswerIsReplayedOnRoutePort) {
+    ASSERT_TRUE(have_program("curl"));
+    TestServer dead(reads_and_closes()), good(split_http("from good"));
+    RoutedPort routed;
+    // Round robin starts with the first backend added.
+    routed.router.add_backend("web", tcp_backend("dead", dead.port()));
+    routed.router.add_backend("web", tcp_backend("good", good.port()));
+    Curl c = curl({}, {"http://127.0.0.1:" + std::to_string(routed.port) + "/x"});
+    EXPECT_EQ(c.status, 200) << c.headers;
+    EXPECT_EQ(c.body, "from good");
+    EXPECT_EQ(dead.accepted(), 1u);
+    EXPECT_EQ(good.accepted(), 1u);
+    ASSERT_TRUE(eventually([&] { return routed.router.stats("web").active == 0; }, 30s));
+    RouteStats stats = routed.router.stats("web");
+    EXPECT_EQ(stats.connections, 1u);
+    EXPECT_EQ(stats.retried, 1u);
+    EXPECT_EQ(stats.failed, 0u);
+    EXPECT_EQ(routed.router.active_connections("dead"), 0u);
+    EXPECT_EQ(routed.router.active_connections("good"), 0u);
+}
+
+TEST(RouterReplay, HeadersThenCloseIsReplayedOnSharedPort) {
+    ASSERT_TRUE(have_program("curl"));
+    TestServer cut(head_then_close()), good(split_http("the whole answer"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("cut", cut.port()));
+    r.router.add_backend("a", tcp_backend("good", good.port()));
+    Curl c = curl_host(r, "a.localhost", "/page");
+    EXPECT_EQ(c.status, 200) << c.headers;
+    EXPECT_EQ(c.body, "the whole answer");
+    EXPECT_EQ(cut.accepted(), 1u);
+    EXPECT_EQ(r.router.stats("a").retried, 1u);
+    EXPECT_EQ(r.router.stats("a").failed, 0u);
+    // A client that half-closes after its request is resent the same way.
+    std::string raw = raw_exchange(r.port, "GET /raw HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
+    EXPECT_EQ(raw, http_response("the whole answer"));
+    EXPECT_EQ(good.accepted(), 2u);
+}
+
+TEST(RouterReplay, EveryBackendFailingGivesTheClientAnError) {
+    ASSERT_TRUE(have_program("curl"));
+    TestServer a(reads_and_closes()), b(head_then_close());
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.add_backend("a", tcp_backend("a", a.port()));
+    r.router.add_backend("a", tcp_backend("b", b.port()));
+    // Each backend is tried once; then the client gets a 503, not a cut answer.
+    Curl c = curl_host(r, "a.localhost", "/");
+    EXPECT_EQ(c.status, 503) << c.headers << c.body;
+    EXPECT_EQ(a.accepted(), 1u);
+    EXPECT_EQ(b.accepted(), 1u);
+    EXPECT_EQ(r.router.stats("a").failed, 1u);
+    // On a route's own port: a reset, never a clean EOF.
+    RoutedPort routed;
+    routed.router.add_backend("web", tcp_backend("a", a.port()));
+    routed.router.add_backend("web", tcp_backend("b", b.port()));
+    fs::Fd fd = connect_to(routed.port);
+    ASSERT_TRUE(fd);
+    ASSERT_TRUE(send_all(fd.get(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(read_to_eof(fd.get()), std::nullopt);
+    EXPECT_EQ(routed.router.stats("web").failed, 1u);
+}
+
+TEST(RouterReplay, PostIsNotReplayed) {
+    TestServer cut(head_then_close()), dead(reads_and_closes()), good(split_http("good"));
+    RoutedPort routed;
+    routed.router.add_backend("web", tcp_backend("cut", cut.port()));
+    routed.router.add_backend("web", tcp_backend("dead", dead.port()));
+    routed.router.add_backend("web", tcp_backend("good", good.port()));
+    std::string post = "POST /order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+    // The cut answer reaches the client as it is (the client sees the failure).
+    EXPECT_EQ(raw_exchange(routed.port, post),
+              "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nshort");
+    // No answer at all: the client sees just that.
+    EXPECT_EQ(raw_exchange(routed.port, post), "");
+    EXPECT_EQ(good.accepted(), 0u);
+    EXPECT_EQ(routed.router.stats("web").retried, 0u);
+    // Non-HTTP bytes are never resent either.
+    routed.router.remove_backend("web", "good");
+    EXPECT_EQ(raw_exchange(routed.port, "hello"), "");
+    EXPECT_EQ(raw_exchange(routed.port, "hello"), "");
+    EXPECT_EQ(good.accepted(), 0u);
+    EXPECT_EQ(routed.router.stats("web").retried, 0u);
+}
+
+// A large response, and one without Content-Length, reach the client while
+// the backend is still sending: they are not held back.
+TEST(RouterReplay, LargeAndUnsizedResponsesStream) {
+    constexpr size_t kBody = 1024 * 1024;
+    std::string body(kBody, '\0');
+    std::mt19937 rng(7);
+    for (auto& ch : body)
+        ch = static_cast<char>('a' + rng() % 26);
+    auto go_on = std::make_shared<std::atomic<bool>>(false);
+    auto first_part = [go_on](size_t part, std::string head, std::string rest_of) {
+        return [go_on, part, head, rest_of](int fd) {
+            if (!read_request_head(fd)) return;
+            if (!send_all(fd, head + rest_of.substr(0, part))) return;
+            // The rest only once the client has seen the first part.
+            for (int i = 0; i < 6000 && !go_on->load(); i++)
+                std::this_thread::sleep_for(10ms);
+            send_all(fd, rest_of.substr(part));
+        };
+    };
+    std::string sized_head = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(kBody) +
+                             "\r\nConnection: close\r\n\r\n";
+    std::string unsized_head = "HTTP/1.0 200 OK\r\n\r\n";
+    for (const std::string& head : {sized_head, unsized_head}) {
+        *go_on = false;
+        size_t part = head == sized_head ? 100 * 1024 : 10;
+        TestServer server(first_part(part, head, body));
+        RoutedPort routed;
+        routed.router.add_backend("web", tcp_backend("big", server.port()));
+        fs::Fd fd = connect_to(routed.port);
+        ASSERT_TRUE(fd);
+        ASSERT_TRUE(send_all(fd.get(), "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));
+        auto start = read_exactly(fd.get(), head.size() + part);
+        ASSERT_TRUE(start) << "the first part did not arrive before the rest was sent";
+        EXPECT_EQ(*start, head + body.substr(0, part));
+        *go_on = true;
+        auto rest = read_to_eof(fd.get());
+        ASSERT_TRUE(rest);
+        EXPECT_TRUE(*rest == body.substr(part)) << rest->size();
+    }
+}
+
+// After the first response the connection is plain TCP: a second request on
+// it is forwarded (and a backend dying on it is not hidden by a resend).
+TEST(RouterReplay, KeepAliveSecondRequestIsForwardedAsBefore) {
+    // Answers the first request, then closes on the second one.
+    TestServer once([](int fd) {
+        if (!read_request_head(fd)) return;
+        send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
+        read_request_head(fd);
+    });
+    TestServer ka(keep_alive_http("ka")), other(keep_alive_http("other"));
+    {
+        RoutedPort routed;
+        routed.router.add_backend("web", tcp_backend("ka", ka.port()));
+        routed.router.add_backend("web", tcp_backend("other", other.port()));
+        fs::Fd fd = connect_to(routed.port);
+        ASSERT_TRUE(fd);
+        std::string buf;
+        for (std::string path : {"/1", "/2", "/3"}) {
+            ASSERT_TRUE(send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+            EXPECT_EQ(read_response(fd.get(), buf), "ka " + path);
+        }
+        EXPECT_EQ(other.accepted(), 0u);
+    }
+    RoutedPort routed;
+    routed.router.add_backend("web", tcp_backend("once", once.port()));
+    routed.router.add_backend("web", tcp_backend("other", other.port()));
+    fs::Fd fd = connect_to(routed.port);
+    ASSERT_TRUE(fd);
+    std::string buf;
+    ASSERT_TRUE(send_all(fd.get(), "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(read_response(fd.get(), buf), "first");
+    ASSERT_TRUE(send_all(fd.get(), "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(read_to_eof(fd.get()), "");
+    EXPECT_EQ(other.accepted(), 0u);
+    EXPECT_EQ(routed.router.stats("web").retried, 0u);
+}
+
+TEST(RouterReplay, HeadAndNoContentResponsesAreComplete) {
+    // HEAD's answer and a 204 have no body although a Content-Length may be given.
+    TestServer server([](int fd) {
+        std::string head;
+        if (!read_request_head(fd, &head)) return;
+        if (head.rfind("HEAD ", 0) == 0)
+            send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        else
+            send_all(fd, "HTTP/1.1 204 No Content\r\n\r\n");
+        // Keep the connection open: the answer must arrive without an EOF.
+        read_request_head(fd);
+    });
+    RoutedPort routed;
+    routed.router.add_backend("web", tcp_backend("s", server.port()));
+    for (std::string method : {"HEAD", "DELETE"}) {
+        fs::Fd fd = connect_to(routed.port);
+        ASSERT_TRUE(fd);
+        ASSERT_TRUE(send_all(fd.get(), method + " / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        std::string expected = method == "HEAD" ? "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+                                                : "HTTP/1.1 204 No Content\r\n\r\n";
+        EXPECT_EQ(read_exactly(fd.get(), expected.size()), expected);
+    }
+}
+
+// One request per connection (like busybox httpd) from several clients,
+// while backends are killed mid-response and restarted, again and again:
+// no client sees a failure.
+TEST(RouterReplay, BackendsKilledUnderLoadFailNoRequest) {
+    constexpr int kBackends = 3;
+    constexpr int kKills = 30;
+    const std::string body(3000, 'x');
+    std::mutex mu;
+    std::vector<std::unique_ptr<TestServer>> servers(kBackends);
+    RoutedPort routed;
+    HttpRouter shared;
+    shared.router.set_hostname("web", "web.localhost");
+    auto start = [&](int i) {
+        servers[i] = std::make_unique<TestServer>(split_http(body));
+        std::string id = "b" + std::to_string(i);
+        routed.router.add_backend("web", tcp_backend(id, servers[i]->port()));
+        shared.router.add_backend("web", tcp_backend(id, servers[i]->port()));
+    };
+    for (int i = 0; i < kBackends; i++)
+        start(i);
+    const std::string expected = http_response(body);
+    std::atomic<bool> done{false};
+    std::atomic<int> requests{0};
+    std::mutex failures_mu;
+    std::vector<std::string> failures;
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 6; c++) {
+        clients.emplace_back([&, c] {
+            uint16_t port = c % 2 ? routed.port : shared.port;
+            bool half_close = c % 3 == 0;
+            while (!done) {
+                std::string answer;
+                fs::Fd fd = connect_to(port);
+                if (!fd) {
+                    answer = "<connect failed>";
+                } else if (!send_all(fd.get(), "GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\n")) {
+                    answer = "<send failed>";
+                } else {
+                    if (half_close) shutdown(fd.get(), SHUT_WR);
+                    answer.clear();
+                    char chunk[8192];
+                    while (true) {
+                        ssize_t n = recv(fd.get(), chunk, sizeof chunk, 0);
+                        if (n < 0 && errno == EINTR) continue;
+                        if (n < 0)
+                            answer = "<reset after " + std::to_string(answer.size()) + " bytes>";
+                        if (n <= 0) break;
+                        answer.append(chunk, static_cast<size_t>(n));
+                    }
+                }
+                requests++;
+                if (answer != expected) {
+                    std::lock_guard lock(failures_mu);
+                    failures.push_back(answer.substr(0, 200));
+                }
+            }
+        });
+    }
+    for (int k = 0; k < kKills; k++) {
+        int mark = requests;
+        ASSERT_TRUE(eventually([&] { return requests >= mark + 20; }, 60s));
+        int i = k % kBackends;
+        std::lock_guard lock(mu);
+        servers[i]->kill();  // in-flight requests are cut mid-response
+        start(i);            // the same id, a new port
+    }
+    done = true;
+    for (auto& t : clients)
+        t.join();
+    RouteStats a = routed.router.stats("web"), b = shared.router.stats("web");
+    EXPECT_TRUE(failures.empty()) << failures.size() << " of " << requests
+                                  << " failed, e.g.: " << failures.front()
+                                  << " (route port: " << a.failed
+                                  << " failed, shared port: " << b.failed << ")";
+    EXPECT_EQ(a.failed + b.failed, 0u);
+    EXPECT_EQ(a.connections + b.connections, static_cast<uint64_t>(requests.load()));
+    EXPECT_GT(a.retried + b.retried, 0u) << "no request was in flight at a kill";
+}
+
 }  // namespace
 }  // namespace cascade::runtime
