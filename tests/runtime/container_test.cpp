@@ -43,17 +43,9 @@ class ContainerTest : public testing::RuntimeTest {
         ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
         testing::make_busybox_tree(dir() / "base");
         write_text(dir() / "app/www/index.html", "index of the app\n");
-        for (const char* tree : {"base", "app"}) {
-            auto tar = dir() / (std::string(tree) + ".tar.gz");
-            auto written = oci::write_layer(dir() / tree, tar);
-            blobs_.put_file(tar, written.digest);
-            oci::Descriptor d;
-            d.media_type = written.media_type;
-            d.digest = written.digest;
-            d.size = written.size;
-            manifest_.layers.push_back(d);
-            config_.diff_ids.push_back(written.diff_id);
-        }
+        for (const char* tree : {"base", "app"})
+            testing::add_layer(blobs_, dir() / tree, dir() / (std::string(tree) + ".tar.gz"),
+                               manifest_, config_);
         config_.config.env = {"PATH=/bin"};
         config_.config.cmd = std::vector<std::string>{"/bin/sh", "-c", "echo default"};
     }

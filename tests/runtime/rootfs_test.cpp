@@ -175,14 +175,10 @@ class LayerCacheTest : public testing::RuntimeTest {
   protected:
     // A layer blob in the store made from `tree`; returns its descriptor.
     std::pair<oci::Descriptor, oci::Digest> add_layer(const stdfs::path& tree) {
-        auto tar = dir() / "layer.tar.gz";
-        auto written = oci::write_layer(tree, tar);
-        blobs_.put_file(tar, written.digest);
-        oci::Descriptor d;
-        d.media_type = written.media_type;
-        d.digest = written.digest;
-        d.size = written.size;
-        return {d, written.diff_id};
+        oci::Manifest manifest;
+        oci::ImageConfig config;
+        testing::add_layer(blobs_, tree, dir() / "layer.tar.gz", manifest, config);
+        return {manifest.layers.back(), config.diff_ids.back()};
     }
     registry::BlobStore blobs_{dir() / "store"};
 };
