@@ -641,6 +641,7 @@ struct Router::Impl {
         void settle(uint64_t connection_id, Flow up, Flow down);
         Flow pump_direction(Connection& c, Direction& d);
         void end_first(Connection& c);
+        std::unique_ptr<Connection> take(uint64_t connection_id);
         void replay(uint64_t connection_id);
         void finish(uint64_t connection_id, bool abort);
         void close_backend_connections(const std::shared_ptr<BackendState>& b);
@@ -1496,15 +1497,23 @@ void Router::Impl::Forwarder::end_first(Connection& c) {
     f.http.reset();
 }
 
-// The backend closed or failed before any response byte reached the client:
-// the request goes to another backend (a worker connects; the client waits).
-void Router::Impl::Forwarder::replay(uint64_t connection_id) {
+// Removes the connection from this forwarder and its sockets from the epoll;
+// null when it is gone already.
+std::unique_ptr<Connection> Router::Impl::Forwarder::take(uint64_t connection_id) {
     auto it = connections.find(connection_id);
-    if (it == connections.end()) return;
+    if (it == connections.end()) return nullptr;
     std::unique_ptr<Connection> c = std::move(it->second);
     connections.erase(it);
     epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->client.get(), nullptr);
     epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->backend.get(), nullptr);
+    return c;
+}
+
+// The backend closed or failed before any response byte reached the client:
+// the request goes to another backend (a worker connects; the client waits).
+void Router::Impl::Forwarder::replay(uint64_t connection_id) {
+    std::unique_ptr<Connection> c = take(connection_id);
+    if (!c) return;
     close_abortively(c->backend);
     c->backend.reset();
     auto again = std::make_shared<Replay>();
@@ -1624,12 +1633,8 @@ Flow Router::Impl::Forwarder::pump_direction(Connection& c, Direction& d) {
 }
 
 void Router::Impl::Forwarder::finish(uint64_t connection_id, bool abort) {
-    auto it = connections.find(connection_id);
-    if (it == connections.end()) return;
-    std::unique_ptr<Connection> c = std::move(it->second);
-    connections.erase(it);
-    epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->client.get(), nullptr);
-    epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->backend.get(), nullptr);
+    std::unique_ptr<Connection> c = take(connection_id);
+    if (!c) return;
     if (abort) {
         close_abortively(c->client);
         close_abortively(c->backend);
