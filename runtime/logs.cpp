@@ -1,11 +1,8 @@
 #include "runtime/logs.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,10 +15,10 @@
 #include <fstream>
 #include <mutex>
 #include <set>
-#include <string_view>
 #include <thread>
 
 #include "oci/error.hpp"
+#include "runtime/log_shim.hpp"
 
 extern char** environ;
 
@@ -32,160 +29,11 @@ namespace {
 namespace stdfs = std::filesystem;
 using std::chrono::milliseconds;
 
-constexpr const char* kShimEnv = "CASCADE_LOG_SHIM";
-constexpr const char* kShimName = "cascade-log-shim";
-// Its comm (at most 15 characters), which a zombie still shows.
-constexpr const char* kShimComm = "cascade-logshim";
-// A shim ends on EOF only: stop signals (e.g. to a whole session by a
-// terminal) must not cut containers off their output.
-constexpr int kIgnoredSignals[] = {SIGPIPE, SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
-
-std::string part_path(const std::string& log, int n) {
-    return n == 0 ? log : log + "." + std::to_string(n);
-}
-
-// ---- the shim process ------------------------------------------------------
-
-// Appends to the log, rotating by size. Write errors (a full disk) drop the
-// data: the container must never block on its log.
-class RotatingWriter {
-  public:
-    RotatingWriter(std::string path, int64_t max_bytes, int max_files)
-        : path_(std::move(path)), max_bytes_(max_bytes), max_files_(max_files) {
-        open_current();
-    }
-
-    // Whole lines stay in one file unless a line is longer than max_bytes.
-    void write(std::string_view data) {
-        while (!data.empty()) {
-            const int64_t room = max_bytes_ - size_;
-            if (static_cast<int64_t>(data.size()) <= room) return append(data);
-            size_t take = 0;
-            if (room > 0) {
-                auto nl = data.rfind('\n', static_cast<size_t>(room - 1));
-                if (nl != std::string_view::npos) take = nl + 1;
-            }
-            if (take == 0 && size_ == 0) take = static_cast<size_t>(max_bytes_);
-            if (take > 0) {
-                append(data.substr(0, take));
-                data.remove_prefix(take);
-            }
-            rotate();
-        }
-    }
-
-  private:
-    void open_current() {
-        fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        struct stat st {};
-        size_ = fd_ >= 0 && ::fstat(fd_, &st) == 0 ? st.st_size : 0;
-    }
-
-    void append(std::string_view data) {
-        if (fd_ < 0) open_current();
-        size_ += static_cast<int64_t>(data.size());
-        while (fd_ >= 0 && !data.empty()) {
-            ssize_t n = ::write(fd_, data.data(), data.size());
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return;
-            data.remove_prefix(static_cast<size_t>(n));
-        }
-    }
-
-    // <log>.N-2 → <log>.N-1 … <log> → <log>.1, then a new <log>. The current
-    // file is renamed last, so a reader that sees a new current file knows
-    // the old one is complete.
-    void rotate() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-        if (max_files_ <= 1) {
-            ::unlink(path_.c_str());
-        } else {
-            for (int n = max_files_ - 1; n >= 1; n--)
-                ::rename(part_path(path_, n - 1).c_str(), part_path(path_, n).c_str());
-        }
-        open_current();
-    }
-
-    std::string path_;
-    int64_t max_bytes_;
-    int max_files_;
-    int fd_ = -1;
-    int64_t size_ = 0;
-};
-
-// Removes <log>.N for N >= max_files (left when max_files was lowered).
-void remove_parts_beyond(const std::string& log, int max_files) {
-    const auto slash = log.rfind('/');
-    const std::string dir = log.substr(0, slash == 0 ? 1 : slash);
-    const std::string prefix = log.substr(slash + 1) + ".";
-    DIR* d = ::opendir(dir.c_str());
-    if (d == nullptr) return;
-    while (dirent* e = ::readdir(d)) {
-        std::string_view name = e->d_name;
-        if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) continue;
-        auto digits = name.substr(prefix.size());
-        if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos)
-            continue;
-        if (std::stoi(std::string(digits)) >= max_files) ::unlinkat(::dirfd(d), e->d_name, 0);
-    }
-    ::closedir(d);
-}
-
-// Reads stdin until EOF into the log. A line still unfinished after 100 ms
-// without input, or longer than the buffer, is written as it is.
-int run_shim(const char* spec) {
-    char* end = nullptr;
-    const long long max_bytes = std::strtoll(spec, &end, 10);
-    if (*end != ':') return 2;
-    const long max_files = std::strtol(end + 1, &end, 10);
-    if (*end != ':' || max_bytes < 1 || max_files < 1) return 2;
-    const std::string path = end + 1;
-    // Blocked since the spawn; ignoring them discards what is pending.
-    for (int sig : kIgnoredSignals)
-        ::signal(sig, SIG_IGN);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::chdir("/") != 0) return 2;
-    ::prctl(PR_SET_NAME, kShimComm);
-
-    remove_parts_beyond(path, static_cast<int>(max_files));
-    RotatingWriter writer(path, max_bytes, static_cast<int>(max_files));
-    constexpr size_t kBuffer = 64 * 1024;
-    std::string pending;
-    std::vector<char> buf(kBuffer);
-    while (true) {
-        pollfd p{0, POLLIN, 0};
-        int r = ::poll(&p, 1, pending.empty() ? -1 : 100);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (r == 0) {
-            writer.write(pending);
-            pending.clear();
-            continue;
-        }
-        ssize_t n = ::read(0, buf.data(), buf.size());
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
-            break;
-        }
-        if (n == 0) break;
-        pending.append(buf.data(), static_cast<size_t>(n));
-        if (auto nl = pending.rfind('\n'); nl != std::string::npos) {
-            writer.write(std::string_view(pending).substr(0, nl + 1));
-            pending.erase(0, nl + 1);
-        }
-        if (pending.size() >= kBuffer) {
-            writer.write(pending);
-            pending.clear();
-        }
-    }
-    writer.write(pending);
-    return 0;
-}
+constexpr const char* kShimEnv = kLogShimEnv;
+constexpr const char* kShimName = kLogShimName;
+constexpr const char* kShimComm = kLogShimComm;
+// Overrides where the shim executable is.
+constexpr const char* kShimPathEnv = "CASCADE_LOG_SHIM_PATH";
 
 // Runs before main (and before other static initializers) in every binary
 // that links this file; only a process started by start_log_shim() has the
@@ -193,7 +41,31 @@ int run_shim(const char* spec) {
 __attribute__((constructor(101))) void log_shim_entry() {
     const char* spec = std::getenv(kShimEnv);
     if (spec == nullptr) return;
-    ::_exit(run_shim(spec));
+    ::_exit(run_log_shim(spec));
+}
+
+// The shim executable: $CASCADE_LOG_SHIM_PATH; else cascade-log-shim next to
+// the running binary; else the one built with it (a test binary); else the
+// running binary itself, whose constructor above runs the shim (slower to
+// start, and it costs the memory of the whole binary per container).
+std::string shim_executable() {
+    if (const char* env = std::getenv(kShimPathEnv); env != nullptr && *env != '\0') {
+        if (::access(env, X_OK) != 0)
+            throw Error(std::string(kShimPathEnv) + " is " + env + ", which is not executable (" +
+                        std::strerror(errno) + "); point it at the " + kShimName +
+                        " binary or unset it");
+        return env;
+    }
+    static const std::string beside = [] {
+        std::error_code ec;
+        auto self = stdfs::read_symlink("/proc/self/exe", ec);
+        return ec ? std::string() : (self.parent_path() / kShimName).string();
+    }();
+    if (!beside.empty() && ::access(beside.c_str(), X_OK) == 0) return beside;
+#ifdef CASCADE_LOG_SHIM_BUILD_PATH
+    if (::access(CASCADE_LOG_SHIM_BUILD_PATH, X_OK) == 0) return CASCADE_LOG_SHIM_BUILD_PATH;
+#endif
+    return "/proc/self/exe";
 }
 
 // ---- shims started by this process -------------------------------------
@@ -254,7 +126,7 @@ std::optional<Part> open_part(const std::string& path) {
 int highest_part(const std::string& log) {
     int n = 0;
     struct stat st {};
-    while (::stat(part_path(log, n + 1).c_str(), &st) == 0)
+    while (::stat(log_part_path(log, n + 1).c_str(), &st) == 0)
         n++;
     return n;
 }
@@ -269,7 +141,7 @@ std::vector<Part> snapshot(const stdfs::path& log_path) {
         struct stat before {};
         const bool had = ::stat(log.c_str(), &before) == 0;
         for (int n = highest_part(log); n >= 1; n--)
-            if (auto p = open_part(part_path(log, n))) parts.push_back(std::move(*p));
+            if (auto p = open_part(log_part_path(log, n))) parts.push_back(std::move(*p));
         auto current = open_part(log);
         bool stable = !had && !current;
         if (had && current && current->dev == before.st_dev && current->ino == before.st_ino) {
@@ -373,20 +245,21 @@ fs::Fd start_log_shim(const std::filesystem::path& log_in, LogRotation rotation,
     sigset_t all, blocked;
     sigfillset(&all);
     sigemptyset(&blocked);
-    for (int sig : kIgnoredSignals)
+    for (int sig : kLogShimIgnoredSignals)
         sigaddset(&blocked, sig);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setsigmask(&attr, &blocked);
     posix_spawnattr_setflags(&attr,
                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
 
+    const std::string exe = shim_executable();
     pid_t pid = -1;
     {
         std::lock_guard lock(spawned_mu);
-        rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, cenv.data());
+        rc = posix_spawn(&pid, exe.c_str(), &actions, &attr, argv, cenv.data());
         if (rc == 0) spawned.insert(pid);
     }
-    if (rc != 0) throw sys_error("start the log shim (/proc/self/exe) for", log.string(), rc);
+    if (rc != 0) throw sys_error("start the log shim (" + exe + ") for", log.string(), rc);
     if (shim_pid) *shim_pid = pid;
     return write_end;
 }
@@ -426,7 +299,7 @@ bool wait_log_shim(int pid, const std::filesystem::path& log_in, std::chrono::mi
 std::vector<std::filesystem::path> log_files(const std::filesystem::path& log) {
     std::vector<stdfs::path> out;
     for (int n = highest_part(log.string()); n >= 1; n--)
-        out.emplace_back(part_path(log.string(), n));
+        out.emplace_back(log_part_path(log.string(), n));
     std::error_code ec;
     if (stdfs::exists(log, ec)) out.push_back(log);
     return out;

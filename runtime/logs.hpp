@@ -13,17 +13,20 @@
 // The shim exits on EOF, i.e. once the container and every process that
 // inherited its output are gone.
 //
-// How it is started: start_log_shim() posix_spawn()s /proc/self/exe (the
-// running binary: cascade, or a test binary) with CASCADE_LOG_SHIM=
-// <max_bytes>:<max_files>:<log> in its environment, in a new session
-// (POSIX_SPAWN_SETSID, so signals to the daemon's process group or terminal
-// do not reach it), with the pipe's read end as stdin, /dev/null as stdout
-// and stderr, no other fd (closefrom 3) and "/" as working directory. A
-// constructor in logs.cpp (priority 101: before main and before the other
-// static initializers) sees the marker, runs the shim and _exit()s. No C++
-// code runs in a fork of the multithreaded daemon, and any binary that links
-// logs.cpp can be a shim (container.cpp calls into it, so every binary that
-// starts containers does). argv is "cascade-log-shim <log>" for ps.
+// How it is started: start_log_shim() posix_spawn()s the small
+// `cascade-log-shim` executable (runtime/log_shim*.cpp, libc only: it starts
+// in about a millisecond and keeps a few hundred KiB per container) with
+// CASCADE_LOG_SHIM=<max_bytes>:<max_files>:<log> in its environment, in a
+// new session (POSIX_SPAWN_SETSID, so signals to the daemon's process group
+// or terminal do not reach it), with the pipe's read end as stdin, /dev/null
+// as stdout and stderr, no other fd (closefrom 3) and "/" as working
+// directory. The executable is $CASCADE_LOG_SHIM_PATH when set, else
+// cascade-log-shim next to the running binary, else the one of the build
+// tree (test binaries), else /proc/self/exe: any binary that links logs.cpp
+// can be a shim too, as a constructor in logs.cpp (priority 101: before main
+// and before the other static initializers) sees the marker, runs the shim
+// and _exit()s. No C++ code runs in a fork of the multithreaded daemon.
+// argv is "cascade-log-shim <log>" for ps.
 //
 // The shim outlives the process that started it: a daemon killed with
 // SIGKILL leaves its containers running and logging. Its parent reaps it:

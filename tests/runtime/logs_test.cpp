@@ -173,6 +173,47 @@ TEST_F(LogShimTest, InvalidRotationIsRefused) {
     EXPECT_THROW(start_log_shim(dir() / "missing/dir/app.log", {}), Error);
 }
 
+// Sets an environment variable for the scope.
+struct ScopedEnv {
+    ScopedEnv(const char* name, const std::string& value) : name_(name) {
+        ::setenv(name, value.c_str(), 1);
+    }
+    ~ScopedEnv() { ::unsetenv(name_); }
+    const char* name_;
+};
+
+TEST_F(LogShimTest, TheShimIsItsOwnSmallExecutable) {
+    start({});
+    const auto exe = stdfs::read_symlink("/proc/" + std::to_string(pid_) + "/exe");
+    EXPECT_EQ(exe.filename(), "cascade-log-shim");
+    EXPECT_NE(exe, stdfs::read_symlink("/proc/self/exe"));
+    write_line(pipe_.get(), "from the small shim\n");
+    finish();
+    EXPECT_EQ(read_text(log_), "from the small shim\n");
+}
+
+TEST_F(LogShimTest, TheShimExecutableCanBeChosen) {
+    {
+        ScopedEnv env("CASCADE_LOG_SHIM_PATH", (dir() / "no-such-shim").string());
+        try {
+            start_log_shim(log_, {});
+            ADD_FAILURE() << "a missing shim executable was accepted";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("CASCADE_LOG_SHIM_PATH"), std::string::npos)
+                << e.what();
+        }
+    }
+    // The running binary can be the shim too (its constructor runs it).
+    ScopedEnv env("CASCADE_LOG_SHIM_PATH", "/proc/self/exe");
+    start({.max_bytes = 16, .max_files = 2});
+    EXPECT_EQ(stdfs::read_symlink("/proc/" + std::to_string(pid_) + "/exe"),
+              stdfs::read_symlink("/proc/self/exe"));
+    write_line(pipe_.get(), "0123456789\nabcdefghij\n");
+    finish();
+    EXPECT_EQ(read_text(part(log_, 1)), "0123456789\n");
+    EXPECT_EQ(read_text(log_), "abcdefghij\n");
+}
+
 TEST(ReadLogTest, PartsOldestFirstAndTail) {
     fs::TempDir tmp;
     auto log = tmp.path() / "c.log";
