@@ -87,7 +87,8 @@ void fsync_dir(const std::filesystem::path& dir) {
     if (::fsync(fd.get()) != 0) throw sys_error("fsync", dir.string(), errno);
 }
 
-void write_file_atomic(const std::filesystem::path& path, std::string_view data, int mode) {
+void write_file_atomic(const std::filesystem::path& path, std::string_view data, int mode,
+                       bool durable) {
     auto dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
     auto temp = dir / ("." + path.filename().string() + ".tmp-" + random_hex(12));
     {
@@ -96,7 +97,7 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data,
             write_all(fd.get(), data, temp.string());
             if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0)
                 throw sys_error("chmod", temp.string(), errno);
-            if (::fsync(fd.get()) != 0) throw sys_error("fsync", temp.string(), errno);
+            if (durable && ::fsync(fd.get()) != 0) throw sys_error("fsync", temp.string(), errno);
         } catch (...) {
             ::unlink(temp.c_str());
             throw;
@@ -107,7 +108,7 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data,
         ::unlink(temp.c_str());
         throw sys_error("rename to", path.string(), err);
     }
-    fsync_dir(dir);
+    if (durable) fsync_dir(dir);
 }
 
 void make_dirs(const std::filesystem::path& dir) {

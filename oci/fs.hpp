@@ -45,8 +45,12 @@ std::string read_file(const std::filesystem::path& path);
 
 // Writes `data` to `path` atomically: a temporary file in the same directory,
 // fsync, rename over `path`, fsync of the directory. Readers see the old
-// content or the new, never a part.
-void write_file_atomic(const std::filesystem::path& path, std::string_view data, int mode = 0644);
+// content or the new, never a part. `durable = false` skips both fsyncs, for
+// files that live no longer than a process (a container's config.json,
+// hosts, pid files): still never seen half-written, but gone with a crash
+// of the machine, as is what they describe.
+void write_file_atomic(const std::filesystem::path& path, std::string_view data, int mode = 0644,
+                       bool durable = true);
 
 // `n` random lower-case hex characters, for names of temporary files and
 // containers (not for secrets).

@@ -345,7 +345,8 @@ nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs,
 
 void write_bundle_config(const std::filesystem::path& bundle_dir, const nlohmann::json& spec) {
     fs::make_dirs(bundle_dir);
-    fs::write_file_atomic(bundle_dir / "config.json", spec.dump(2) + "\n");
+    // It lives as long as the container: no fsync (a crash of the machine ends both).
+    fs::write_file_atomic(bundle_dir / "config.json", spec.dump(2) + "\n", 0644, false);
 }
 
 }  // namespace cascade::runtime

@@ -95,6 +95,13 @@ bool wait_stopped(Runc& runc, const std::string& id, milliseconds limit) {
     }
 }
 
+// Pid files are not fsynced: what they name (a process) does not outlive a
+// crash of the machine, and a daemon killed with SIGKILL loses nothing that is
+// in the page cache.
+void write_pid_file(const stdfs::path& path, int pid) {
+    fs::write_file_atomic(path, std::to_string(pid) + "\n", 0644, false);
+}
+
 bool holds_only_log(const stdfs::path& dir) {
     for (const auto& entry : stdfs::directory_iterator(dir))
         // "pod": kPodDirName (runtime/pod_bundle.hpp), written before start.
@@ -149,7 +156,10 @@ int ContainerHost::start(const std::string& id, const oci::Manifest& manifest,
         } catch (const Error&) {
         }
     };
-    if (runc_.state(id)) {
+    // runc's own test (libcontainer refuses an id whose state directory
+    // exists), without running `runc state`.
+    std::error_code exists_ec;
+    if (stdfs::exists(stdfs::symlink_status(runc_.state_root() / id, exists_ec))) {
         discard();
         throw Error("container " + id + " already exists in runc (root " +
                     runc_.state_root().string() + "); remove it first");
@@ -165,11 +175,11 @@ int ContainerHost::start(const std::string& id, const oci::Manifest& manifest,
         // The shim owns the pipe's read end; runc passes the write end through
         // to the container as stdout and stderr. Ours is closed right after.
         fs::Fd log = start_log_shim(log_path(id), rotation_, &shim_pid);
-        fs::write_file_atomic(dir / kShimPidName, std::to_string(shim_pid) + "\n");
+        write_pid_file(dir / kShimPidName, shim_pid);
         runc_started = true;
         int pid = runc_.run_detached(id, dir, log.get());
         log.reset();
-        fs::write_file_atomic(dir / kPidName, std::to_string(pid) + "\n");
+        write_pid_file(dir / kPidName, pid);
         overlay.release();
         return pid;
     } catch (...) {

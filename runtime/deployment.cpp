@@ -46,6 +46,11 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr milliseconds kProbeInterval{100};
+// The implied port check runs this often during the first kImpliedFastWindow
+// of a container (most become ready within a few ms of `runc run`), then
+// every kProbeInterval.
+constexpr milliseconds kImpliedFastPeriod{5};
+constexpr milliseconds kImpliedFastWindow{1000};
 constexpr milliseconds kProbeConnectTimeout{1000};
 constexpr milliseconds kBackendConnectTimeout{2000};
 // A probe made from an image HEALTHCHECK runs this often until it first passes.
@@ -236,6 +241,7 @@ struct DeploymentController::Impl {
         // Probes of the running container (see init_probes_locked).
         std::optional<ProbeState> readiness, liveness, startup;
         bool readiness_implied = false;  // the container-port check: only until ready
+        bool implied_fast = false;       // ... still every kImpliedFastPeriod
         bool started = true;             // the startup probe passed (or there is none)
         // A failed probe sent the stop signal: SIGKILL at kill_at if still running.
         bool killing = false;
@@ -525,7 +531,8 @@ struct DeploymentController::Impl {
 
     // The probes of a freshly started container: the spec's; without readiness
     // and liveness, the image's HEALTHCHECK as both; else readiness is the
-    // container port accepting connections (checked every kProbeInterval until
+    // container port accepting connections (checked every kImpliedFastPeriod
+    // during the first kImpliedFastWindow, then every kProbeInterval, until
     // it does); without a port either, ready at once.
     static void init_probes_locked(Replica& r, const oci::ContainerConfig& image,
                                    Clock::time_point started) {
@@ -534,6 +541,7 @@ struct DeploymentController::Impl {
         r.liveness.reset();
         r.startup.reset();
         r.readiness_implied = false;
+        r.implied_fast = false;
         r.started = !spec.startup.set();
         if (spec.startup.set()) r.startup.emplace(spec.startup, started);
         ProbeSpec health;
@@ -550,8 +558,9 @@ struct DeploymentController::Impl {
             implied.period = kProbeInterval;
             implied.timeout = kProbeConnectTimeout;
             implied.failure_threshold = 1;
-            r.readiness.emplace(implied, started);
+            r.readiness.emplace(implied, started, kImpliedFastPeriod);
             r.readiness_implied = true;
+            r.implied_fast = true;
         }
         if (spec.liveness.set())
             r.liveness.emplace(spec.liveness, started);
@@ -862,6 +871,11 @@ struct DeploymentController::Impl {
                         if (r->readiness_implied) r->readiness.reset();  // only gates the start
                     } else if (!outcome.ok && r->state != "ready") {
                         r->message = "not ready: " + outcome.message;
+                        if (r->implied_fast && now - r->started_at >= kImpliedFastWindow) {
+                            // Slow to listen: back off to kProbeInterval.
+                            r->readiness.emplace(r->readiness->spec(), now + kProbeInterval);
+                            r->implied_fast = false;
+                        }
                     } else if (result == ProbeState::Result::Failure && r->state == "ready") {
                         r->state = "unready";
                         r->message = "readiness probe failed: " + outcome.message;
@@ -972,8 +986,10 @@ struct DeploymentController::Impl {
             for (auto& r : rs)
                 if (r->state != "ready") pending.push_back(r);
             if (pending.empty() || d->stop || Clock::now() >= deadline) return pending;
-            cv.wait_until(lock, std::min(deadline, Clock::now() + kProbeInterval),
-                          [&] { return d->stop; });
+            // Until the next probe (or restart, kill) is due, at most kProbeInterval.
+            auto now = Clock::now();
+            auto wake = std::min({deadline, now + kProbeInterval, next_supervision_locked(*d)});
+            cv.wait_until(lock, std::max(wake, now + milliseconds(1)), [&] { return d->stop; });
         }
     }
 
@@ -1237,8 +1253,10 @@ struct DeploymentController::Impl {
         while (true) {
             {
                 std::unique_lock lock(mu);
-                if (interrupted_locked(*d) || Clock::now() >= until) return;
-                cv.wait_until(lock, std::min(until, Clock::now() + kProbeInterval),
+                auto now = Clock::now();
+                if (interrupted_locked(*d) || now >= until) return;
+                auto wake = std::min({until, now + kProbeInterval, next_supervision_locked(*d)});
+                cv.wait_until(lock, std::max(wake, now + milliseconds(1)),
                               [&] { return interrupted_locked(*d); });
             }
             pump(d);

@@ -179,8 +179,8 @@ BundleOptions pod_bundle_options(const oci::ContainerConfig& image, const Deploy
         }
     }
 
-    fs::write_file_atomic(container_dir / "hosts", hosts_file(options.hostname), 0644);
-    fs::write_file_atomic(container_dir / "resolv.conf", resolv_conf(), 0644);
+    fs::write_file_atomic(container_dir / "hosts", hosts_file(options.hostname), 0644, false);
+    fs::write_file_atomic(container_dir / "resolv.conf", resolv_conf(), 0644, false);
     options.hosts = container_dir / "hosts";
     options.resolv_conf = container_dir / "resolv.conf";
     return options;
