@@ -252,9 +252,9 @@ struct DeploymentController::Impl {
     // A rollout asked for by restart, undo or retry.
     struct Request {
         std::string cause;
-        std::optional<oci::Digest> digest;    // empty: the tag's current digest
-        std::optional<DeploymentSpec> tmpl;   // empty: the deployment's spec
-        bool fresh = false;                   // new containers even for the same template
+        std::optional<oci::Digest> digest;   // empty: the tag's current digest
+        std::optional<DeploymentSpec> tmpl;  // empty: the deployment's spec
+        bool fresh = false;                  // new containers even for the same template
     };
 
     struct Deployment {
@@ -1784,7 +1784,7 @@ struct DeploymentController::Impl {
                 r.digest = *rec.digest;
                 r.spec = rec.spec;
                 r.cause = "initial";
-                r.status = rec.phase == "Running" ? "Complete"
+                r.status = rec.phase == "Running"  ? "Complete"
                            : rec.phase == "Failed" ? "Failed"
                                                    : "RollingOut";
                 r.created_unix = static_cast<int64_t>(::time(nullptr));
@@ -2347,8 +2347,7 @@ std::filesystem::path DeploymentController::replica_log(const std::string& name,
 }
 
 int DeploymentController::exec(const std::string& name, std::optional<int> replica,
-                               const std::vector<std::string>& argv, int stdout_fd,
-                               int stderr_fd) {
+                               const std::vector<std::string>& argv, int stdout_fd, int stderr_fd) {
     if (argv.empty()) throw Error("exec in deployment " + name + ": no command given");
     std::string id;
     {
