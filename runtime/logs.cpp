@@ -376,14 +376,27 @@ std::string LogFollower::read_new() {
     if (!same) {
         // Rotated (or not there before): the renamed file is complete once the
         // current one changed; drain it, then every newer file in order.
+        // Everything up to the newest part already read (the tracked one or
+        // one read before) is old; what follows is new, oldest first.
         auto parts = snapshot(log_);
-        size_t first_new = 0;
-        if (tracked_.fd) {
+        if (tracked_.fd)
             tracked_.offset = read_from(tracked_.fd.get(), tracked_.offset, out, where);
-            for (size_t i = 0; i < parts.size(); i++)
-                if (parts[i].dev == tracked_.dev && parts[i].ino == tracked_.ino) first_new = i + 1;
-        }
+        auto known = [&](const Part& p) {
+            if (tracked_.fd && p.dev == tracked_.dev && p.ino == tracked_.ino) return true;
+            return std::any_of(done_.begin(), done_.end(),
+                               [&](const Tracked& t) { return p.dev == t.dev && p.ino == t.ino; });
+        };
+        size_t first_new = 0;
+        for (size_t i = 0; i < parts.size(); i++)
+            if (known(parts[i])) first_new = i + 1;
+        // Parts gone from the window can never come back: forget them.
+        std::erase_if(done_, [&](const Tracked& t) {
+            return std::none_of(parts.begin(), parts.end(),
+                                [&](const Part& p) { return p.dev == t.dev && p.ino == t.ino; });
+        });
         for (size_t i = first_new; i < parts.size(); i++) {
+            if (tracked_.fd) done_.push_back(std::move(tracked_));
+            tracked_ = Tracked{};
             tracked_.offset = read_from(parts[i].fd.get(), 0, out, where);
             tracked_.fd = std::move(parts[i].fd);
             tracked_.dev = parts[i].dev;

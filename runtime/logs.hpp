@@ -111,6 +111,9 @@ class LogFollower {
     };
     std::filesystem::path log_;
     Tracked tracked_;
+    // Parts read to their end and rotated away, still in the log's window:
+    // never read again. Their fds are held, so their inode numbers stay theirs.
+    std::vector<Tracked> done_;
     std::deque<fs::Fd> backlog_;  // older parts to read fully first (from_start)
     std::optional<size_t> tail_lines_;
 };
