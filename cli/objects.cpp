@@ -157,6 +157,76 @@ std::vector<nlohmann::json> yaml_documents_to_json(const std::string& text) {
     return docs;
 }
 
+namespace {
+
+void emit_yaml(YAML::Emitter& out, const nlohmann::json& v) {
+    switch (v.type()) {
+        case nlohmann::json::value_t::object:
+            if (v.empty()) {
+                out << YAML::Flow << YAML::BeginMap << YAML::EndMap;
+                break;
+            }
+            out << YAML::BeginMap;
+            for (const auto& [key, value] : v.items()) {
+                out << YAML::Key << key << YAML::Value;
+                emit_yaml(out, value);
+            }
+            out << YAML::EndMap;
+            break;
+        case nlohmann::json::value_t::array:
+            if (v.empty()) {
+                out << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+                break;
+            }
+            out << YAML::BeginSeq;
+            for (const auto& item : v)
+                emit_yaml(out, item);
+            out << YAML::EndSeq;
+            break;
+        case nlohmann::json::value_t::string: {
+            const auto& s = v.get_ref<const std::string&>();
+            // Quoted when read back plain it would not be this string (a
+            // number, a boolean, null, "" ...).
+            bool plain = false;
+            try {
+                auto node = YAML::Load(s);
+                plain = node.IsScalar() && scalar_to_json(node) == v && node.Scalar() == s;
+            } catch (const YAML::Exception&) {
+            }
+            bool block = s.size() > 1 && s.back() == '\n' && s[s.size() - 2] != '\n' &&
+                         s.front() != ' ' && s.front() != '\n' && s.find('\t') == std::string::npos;
+            if (s.find('\n') != std::string::npos && block)
+                out << YAML::Literal << s.substr(0, s.size() - 1);
+            else if (plain)
+                out << s;
+            else
+                out << YAML::DoubleQuoted << s;
+            break;
+        }
+        case nlohmann::json::value_t::boolean:
+            out << (v.get<bool>() ? "true" : "false");
+            break;
+        case nlohmann::json::value_t::null:
+        case nlohmann::json::value_t::discarded:
+            out << YAML::Null;
+            break;
+        default:
+            out << v.dump();  // numbers, as JSON writes them
+    }
+}
+
+}  // namespace
+
+std::string json_to_yaml(const nlohmann::json& value) {
+    YAML::Emitter out;
+    out.SetIndent(2);
+    out << YAML::Block;
+    emit_yaml(out, value);
+    std::string text = out.c_str();
+    if (text.empty() || text.back() != '\n') text += '\n';
+    return text;
+}
+
 std::vector<nlohmann::json> load_objects(const std::filesystem::path& path) {
     std::vector<std::filesystem::path> files;
     if (std::filesystem::is_directory(path)) {

@@ -27,6 +27,10 @@ std::vector<nlohmann::json> load_objects(const std::filesystem::path& path);
 // YAML text → JSON (YAML 1.2 core schema scalars: quoted → string; true/false,
 // null/~, integers and floats typed).
 std::vector<nlohmann::json> yaml_documents_to_json(const std::string& text);
+// JSON → block YAML that yaml_documents_to_json reads back to the same value
+// (strings that would read as another type are quoted; multi-line strings
+// are literal blocks). Ends with a newline.
+std::string json_to_yaml(const nlohmann::json& value);
 
 // The kinds `apply` accepts, for error messages.
 extern const std::vector<std::string> kSupportedKinds;

@@ -35,6 +35,20 @@ TEST(Yaml, SyntaxErrorsCarryTheLine) {
     }
 }
 
+TEST(Yaml, JsonToYamlReadsBackToTheSameValue) {
+    auto value = nlohmann::json::parse(R"({
+        "kind": "List", "n": 3, "f": 1.5, "yes": true, "none": null, "empty": "",
+        "numeric": "8080", "boolean": "true", "nul": "null", "colon": "a: b", "dash": "- x",
+        "hash": "# c", "multi": "line one\nline two\n", "noeol": "a\nb", "list": [1, "2", {}],
+        "nested": {"labels": {"app": "app-a"}, "items": []}})");
+    auto text = cascade::cli::json_to_yaml(value);
+    auto back = cascade::cli::yaml_documents_to_json(text);
+    ASSERT_EQ(back.size(), 1u) << text;
+    EXPECT_EQ(back[0], value) << text;
+    EXPECT_NE(text.find("kind: List"), std::string::npos) << text;
+    EXPECT_NE(text.find("numeric: \"8080\""), std::string::npos) << text;
+}
+
 TEST(LoadObjects, ListsAndDocumentsFlattenAndContextDirsBecomeAbsolute) {
     fs::TempDir dir;
     fs::write_file_atomic(dir.path() / "a.yaml", R"(apiVersion: v1
