@@ -8,7 +8,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <system_error>
 #include <thread>
 
@@ -67,27 +73,34 @@ fs::Fd socket_in_netns(int netns_fd, int domain, int type) {
     return socket_in(netns_fd, domain, type | SOCK_CLOEXEC);
 }
 
-fs::Fd connect_in_netns(int netns_fd, uint16_t port, std::chrono::milliseconds timeout) {
-    fs::Fd sock = socket_in(netns_fd);
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Connects the non-blocking `sock` to 127.0.0.1:port, waiting up to `timeout`;
+// on success the socket is made blocking.
+ConnectResult connect_socket(const fs::Fd& sock, uint16_t port, std::chrono::milliseconds timeout) {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
     if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-        if (errno != EINPROGRESS && errno != EINTR) return {};
-        auto deadline = std::chrono::steady_clock::now() + timeout;
+        if (errno == ETIMEDOUT) return ConnectResult::TimedOut;
+        if (errno != EINPROGRESS && errno != EINTR) return ConnectResult::Refused;
+        auto deadline = Clock::now() + timeout;
         while (true) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now());
-            if (left.count() <= 0) return {};
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            // Timeout 0 still looks once: a loopback handshake is often done
+            // when connect() returns.
             pollfd p{sock.get(), POLLOUT, 0};
-            int n = ::poll(&p, 1, static_cast<int>(left.count()));
+            int n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
             if (n < 0) {
                 if (errno == EINTR) continue;
                 throw sys_error("poll connecting to port", std::to_string(port), errno);
             }
-            if (n == 0) return {};
+            if (n == 0) return ConnectResult::TimedOut;
             break;
         }
         int so_error = 0;
@@ -95,12 +108,172 @@ fs::Fd connect_in_netns(int netns_fd, uint16_t port, std::chrono::milliseconds t
         if (::getsockopt(sock.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
             throw sys_error("getsockopt SO_ERROR on connection to port", std::to_string(port),
                             errno);
-        if (so_error != 0) return {};
+        if (so_error == ETIMEDOUT) return ConnectResult::TimedOut;
+        if (so_error != 0) return ConnectResult::Refused;
     }
     int flags = ::fcntl(sock.get(), F_GETFL);
     if (flags < 0 || ::fcntl(sock.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
         throw sys_error("make socket blocking (port", std::to_string(port) + ")", errno);
+    return ConnectResult::Connected;
+}
+
+// A SYN dropped by a full listen backlog is sent again by the kernel only
+// after a second; a new socket sends a new SYN at once. So a connection is
+// tried with short attempts (kFirstAttempt, then doubling) within `timeout`.
+constexpr auto kFirstAttempt = std::chrono::milliseconds(100);
+
+}  // namespace
+
+fs::Fd connect_in_netns(int netns_fd, uint16_t port, std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    auto attempt = kFirstAttempt;
+    while (true) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        fs::Fd sock = socket_in(netns_fd);
+        ConnectResult r = connect_socket(sock, port, std::min(attempt, left));
+        if (r == ConnectResult::Connected) return sock;
+        if (r == ConnectResult::Refused || Clock::now() >= deadline) return {};
+        attempt *= 2;
+    }
+}
+
+// ---- NetnsSockets --------------------------------------------------------------
+
+struct NetnsSockets::State {
+    fs::Fd netns;  // empty: the caller's own namespace
+    mutable std::mutex mu;
+    std::condition_variable refill;  // to the helper: take one, or stop
+    std::condition_variable filled;  // to takers: a socket is ready, or the helper ended
+    std::deque<fs::Fd> pool;
+    std::thread helper;
+    bool running = false;
+    bool stop = false;
+    int error = 0;  // why the helper ended, when it failed
+    std::string failed_op;
+    size_t made = 0;
+    Clock::time_point last_take;
+
+    void helper_main();
+};
+
+void NetnsSockets::State::helper_main() {
+    pthread_setname_np(pthread_self(), "netns-sockets");
+    // This thread stays in the namespace until it ends; sockets it makes
+    // belong to the namespace wherever they are used.
+    int setns_errno = ::setns(netns.get(), CLONE_NEWNET) == 0 ? 0 : errno;
+    std::unique_lock lock(mu);
+    if (setns_errno != 0) {
+        error = setns_errno;
+        failed_op = "setns into network namespace";
+    }
+    while (error == 0 && !stop) {
+        if (pool.size() < kPool) {
+            lock.unlock();
+            int fd = ::socket(AF_INET, kSocketFlags, 0);
+            int socket_errno = errno;
+            lock.lock();
+            if (fd < 0) {
+                error = socket_errno;
+                failed_op = "socket in network namespace";
+                break;
+            }
+            pool.emplace_back(fd);
+            made++;
+            filled.notify_one();
+            continue;
+        }
+        auto idle_until = last_take + kIdle;
+        // Refilled in batches: takers wake the helper only when half is gone.
+        refill.wait_until(lock, idle_until, [&] { return stop || pool.size() <= kPool / 2; });
+        if (!stop && pool.size() > kPool / 2 && Clock::now() >= last_take + kIdle) break;
+    }
+    pool.clear();  // idle or stopping: nothing of ours keeps the namespace
+    running = false;
+    filled.notify_all();
+}
+
+NetnsSockets::NetnsSockets(int netns_fd) : state_(std::make_unique<State>()) {
+    if (netns_fd < 0) return;
+    int fd = ::fcntl(netns_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw sys_error("duplicate network namespace fd", std::to_string(netns_fd), errno);
+    state_->netns = fs::Fd(fd);
+}
+
+NetnsSockets::~NetnsSockets() {
+    {
+        std::lock_guard lock(state_->mu);
+        state_->stop = true;
+    }
+    state_->refill.notify_all();
+    if (state_->helper.joinable()) state_->helper.join();
+    state_->pool.clear();
+}
+
+fs::Fd NetnsSockets::take() {
+    return take(true);
+}
+
+fs::Fd NetnsSockets::take(bool wait) {
+    State& s = *state_;
+    if (!s.netns) {
+        int fd = ::socket(AF_INET, kSocketFlags, 0);
+        if (fd < 0) throw sys_error("socket", "", errno);
+        return fs::Fd(fd);
+    }
+    std::unique_lock lock(s.mu);
+    s.last_take = Clock::now();
+    bool started = false;
+    while (s.pool.empty()) {
+        if (!s.running) {
+            if (started) {
+                // The helper this call started ended without a socket.
+                throw sys_error(s.failed_op,
+                                "network namespace fd " + std::to_string(s.netns.get()), s.error);
+            }
+            if (s.helper.joinable()) s.helper.join();  // an idle one, ended
+            s.error = 0;
+            s.running = true;
+            try {
+                s.helper = std::thread([&s] { s.helper_main(); });
+            } catch (const std::system_error& e) {
+                s.running = false;
+                throw Error(std::string("start a thread to enter a network namespace: ") +
+                            e.what());
+            }
+            started = true;
+        }
+        if (!wait) return {};  // the helper is at work; the caller waits elsewhere
+        s.filled.wait(lock, [&] { return !s.pool.empty() || !s.running; });
+    }
+    fs::Fd fd = std::move(s.pool.front());
+    s.pool.pop_front();
+    bool low = s.pool.size() <= kPool / 2;
+    lock.unlock();
+    if (low) s.refill.notify_one();
+    return fd;
+}
+
+fs::Fd NetnsSockets::connect(uint16_t port, std::chrono::milliseconds timeout,
+                             ConnectResult* result) {
+    fs::Fd sock = take(timeout.count() > 0);
+    if (!sock) {
+        if (result) *result = ConnectResult::TimedOut;
+        return {};
+    }
+    ConnectResult r = connect_socket(sock, port, timeout);
+    if (result) *result = r;
+    if (r != ConnectResult::Connected) return {};
     return sock;
+}
+
+size_t NetnsSockets::sockets_made() const {
+    std::lock_guard lock(state_->mu);
+    return state_->made;
+}
+
+bool NetnsSockets::helper_running() const {
+    std::lock_guard lock(state_->mu);
+    return state_->running;
 }
 
 }  // namespace cascade::runtime

@@ -83,8 +83,15 @@ constexpr size_t kLingerBytes = 1024 * 1024;
 // kept for a resend, and the largest first response (head + body) held back.
 constexpr size_t kReplayLimit = 64 * 1024;
 constexpr size_t kMaxReplays = 16;  // backends tried per request at most (besides the rotation)
+// Backend::attempt: the first attempt's time; each later round doubles it.
+// kConnectBudget bounds all attempts of one connection.
+// A loopback handshake takes microseconds, so a short first attempt only
+// cuts off a SYN that was dropped.
+constexpr auto kFirstAttempt = std::chrono::milliseconds(20);
+constexpr auto kConnectBudget = std::chrono::milliseconds(2000);
 
 using Clock = std::chrono::steady_clock;
+using AttemptFn = std::function<fs::Fd(std::chrono::milliseconds, bool&)>;
 
 // epoll_event.data.u64: the low three bits say what the fd is, the rest is an id.
 enum Kind : uint64_t {
@@ -438,6 +445,7 @@ struct BackendState {
     std::string id;
     std::string route;
     std::shared_ptr<const std::function<fs::Fd()>> connect;  // replaced whole on re-add
+    std::shared_ptr<const AttemptFn> attempt;                // null: use connect
     bool in_rotation = true;
     size_t active = 0;         // connects in progress + forwarded connections
     uint64_t force_epoch = 0;  // connections begun before this epoch are closed on arrival
@@ -661,6 +669,7 @@ struct Router::Impl {
 
     // Connect workers.
     void submit(ConnectTask task);
+    bool connect_at_once(ConnectTask& task);
     void refuse_locked(ConnectTask& task);
     void worker_main();
     void connect_client(ConnectTask task);
@@ -888,7 +897,50 @@ void Router::Impl::release_backend(const std::shared_ptr<BackendState>& b) {
 
 // ---- connect workers -------------------------------------------------------
 
+// The common case without a worker: the rotation's next backend, when it has
+// bounded attempts, gets one that does not wait (on loopback the handshake is
+// usually complete when connect() returns). When that does not connect, a
+// worker takes the task as usual (and comes to this backend last).
+bool Router::Impl::connect_at_once(ConnectTask& task) {
+    std::shared_ptr<BackendState> b;
+    std::shared_ptr<const AttemptFn> attempt;
+    uint64_t epoch = 0;
+    {
+        std::lock_guard lock(mu);
+        RouteState& route = *task.route;
+        if (route.removed || route.rotation.empty() || stopping) return false;
+        b = route.rotation[route.next % route.rotation.size()];
+        if (!b->attempt || !b->in_rotation) return false;
+        route.next++;
+        b->active++;
+        epoch = b->force_epoch;
+        attempt = b->attempt;
+    }
+    fs::Fd backend;
+    try {
+        bool late = false;
+        backend = (*attempt)(std::chrono::milliseconds(0), late);
+    } catch (...) {
+        backend.reset();
+    }
+    if (backend) {
+        set_nonblocking(backend.get());
+        Forwarder& f = *forwarders[next_forwarder++ % forwarders.size()];
+        f.hand_over(Arrival{std::move(task.client), std::move(backend), task.route, b, epoch,
+                            std::move(task.http), nullptr});
+        return true;
+    }
+    {
+        std::lock_guard lock(mu);
+        b->active--;
+        retire_if_unused_locked(b);
+    }
+    released.notify_all();
+    return false;
+}
+
 void Router::Impl::submit(ConnectTask task) {
+    if (!task.replay && connect_at_once(task)) return;
     std::unique_lock lock(work_mu);
     tasks.push_back(std::move(task));
     if (tasks.size() > idle_workers && workers.size() < kMaxConnectWorkers) {
@@ -960,37 +1012,63 @@ void Router::Impl::connect_client(ConnectTask task) {
             }
         }
     }
-    for (auto& b : candidates) {
-        std::shared_ptr<const std::function<fs::Fd()>> connect;
-        uint64_t epoch = 0;
-        {
-            // Counted before connecting, so a drain() that starts now waits
-            // for this connection too.
-            std::lock_guard lock(mu);
-            if (!b->in_rotation || stopping) continue;
-            b->active++;
-            epoch = b->force_epoch;
-            connect = b->connect;
+    // Rounds: every candidate once; then those whose attempt timed out again,
+    // with twice the time, until kConnectBudget is spent.
+    const auto deadline = Clock::now() + kConnectBudget;
+    auto attempt_time = kFirstAttempt;
+    while (!candidates.empty()) {
+        std::vector<std::shared_ptr<BackendState>> timed_out;
+        for (auto& b : candidates) {
+            std::shared_ptr<const std::function<fs::Fd()>> connect;
+            std::shared_ptr<const AttemptFn> attempt;
+            uint64_t epoch = 0;
+            {
+                // Counted before connecting, so a drain() that starts now waits
+                // for this connection too.
+                std::lock_guard lock(mu);
+                if (!b->in_rotation || stopping) continue;
+                b->active++;
+                epoch = b->force_epoch;
+                connect = b->connect;
+                attempt = b->attempt;
+            }
+            fs::Fd backend;
+            bool late = false;
+            try {
+                if (attempt) {
+                    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                      Clock::now());
+                    backend = (*attempt)(
+                        std::clamp(left, std::chrono::milliseconds(1), attempt_time), late);
+                } else {
+                    backend = (*connect)();
+                }
+            } catch (...) {
+                backend.reset();  // a backend that throws refuses, like one that returns no socket
+                late = false;
+            }
+            if (backend) {
+                set_nonblocking(backend.get());
+                Forwarder& f = *forwarders[next_forwarder++ % forwarders.size()];
+                f.hand_over(Arrival{std::move(task.client), std::move(backend), task.route, b,
+                                    epoch, std::move(task.http), std::move(task.replay)});
+                return;
+            }
+            {
+                std::lock_guard lock(mu);
+                b->active--;
+                retire_if_unused_locked(b);
+            }
+            if (late) {
+                timed_out.push_back(b);
+                std::lock_guard lock(mu);
+                task.route->stats.connect_timeouts++;
+            }
+            released.notify_all();
         }
-        fs::Fd backend;
-        try {
-            backend = (*connect)();
-        } catch (...) {
-            backend.reset();  // a backend that throws refuses, like one that returns no socket
-        }
-        if (backend) {
-            set_nonblocking(backend.get());
-            Forwarder& f = *forwarders[next_forwarder++ % forwarders.size()];
-            f.hand_over(Arrival{std::move(task.client), std::move(backend), task.route, b, epoch,
-                                std::move(task.http), std::move(task.replay)});
-            return;
-        }
-        {
-            std::lock_guard lock(mu);
-            b->active--;
-            retire_if_unused_locked(b);
-        }
-        released.notify_all();
+        if (timed_out.empty() || Clock::now() >= deadline) break;
+        candidates = std::move(timed_out);
+        attempt_time *= 2;
     }
     {
         std::lock_guard lock(mu);
@@ -1711,10 +1789,12 @@ void Router::remove_route(const std::string& route) {
 
 void Router::add_backend(const std::string& route, Backend backend) {
     if (backend.id.empty()) throw Error("router: a backend of route '" + route + "' has no id");
-    if (!backend.connect)
+    if (!backend.connect && !backend.attempt)
         throw Error("router: backend '" + backend.id + "' of route '" + route +
                     "' has no connect function");
     auto connect = std::make_shared<const std::function<fs::Fd()>>(std::move(backend.connect));
+    std::shared_ptr<const AttemptFn> attempt;
+    if (backend.attempt) attempt = std::make_shared<const AttemptFn>(std::move(backend.attempt));
     std::lock_guard lock(impl_->mu);
     auto it = impl_->backends.find(backend.id);
     if (it != impl_->backends.end()) {
@@ -1723,6 +1803,7 @@ void Router::add_backend(const std::string& route, Backend backend) {
             throw Error("router: backend id '" + backend.id + "' already belongs to route '" +
                         b->route + "'; backend ids must be unique across routes");
         b->connect = std::move(connect);
+        b->attempt = std::move(attempt);
         if (!b->in_rotation) {
             b->in_rotation = true;
             impl_->route_locked(route)->rotation.push_back(b);
@@ -1733,6 +1814,7 @@ void Router::add_backend(const std::string& route, Backend backend) {
     b->id = backend.id;
     b->route = route;
     b->connect = std::move(connect);
+    b->attempt = std::move(attempt);
     impl_->backends[b->id] = b;
     impl_->route_locked(route)->rotation.push_back(b);
 }

@@ -43,6 +43,15 @@ struct Backend {
     std::string id;  // unique across routes, e.g. the container id
     // Returns a connected socket, or an empty Fd when the backend refuses.
     std::function<fs::Fd()> connect;
+    // Optional, used instead of `connect` when set: one connection attempt
+    // that waits at most `timeout`, setting `timed_out` when nothing answered
+    // in time (e.g. a SYN dropped by the backend's full listen backlog, which
+    // the kernel would resend only after a second) rather than refused. The
+    // router gives each backend a short first attempt (20 ms), goes on to the
+    // next one, and tries the timed-out ones again with longer attempts, for
+    // at most 2 s per connection in all. The router's own thread may call it
+    // with a timeout of 0 (a connection's first try): then it must not block.
+    std::function<fs::Fd(std::chrono::milliseconds timeout, bool& timed_out)> attempt = {};
 };
 
 struct RouteStats {
@@ -51,6 +60,10 @@ struct RouteStats {
     // Connections whose first request went to another backend because theirs
     // closed before answering (counted once per resend; see Router).
     uint64_t retried = 0;
+    // Backend connection attempts that got no answer in their time (see
+    // Backend::attempt); the connection went on to another attempt, or failed
+    // when the 2 s were spent.
+    uint64_t connect_timeouts = 0;
     uint64_t active = 0;
     uint64_t bytes_in = 0;   // client -> backend (on the shared port, the request head included)
     uint64_t bytes_out = 0;  // backend -> client
@@ -100,9 +113,9 @@ class Router {
 
     // Rotation. A connection goes to the next backend round robin; a backend
     // that refuses is skipped and the next one tried, so a client only sees a
-    // failure when no backend of the route accepts. `connect` runs on a worker
-    // thread (never the forwarding thread) and may block up to its own
-    // timeout; throwing counts as refusing.
+    // failure when no backend of the route accepts. `connect` (or `attempt`)
+    // runs on a worker thread (never the forwarding thread) and may block up
+    // to its own timeout; throwing counts as refusing.
     // Backends may be added before the route's add_route. Adding an id that is
     // already known updates its connect function and puts it back in rotation;
     // an id known on another route throws.

@@ -1,11 +1,21 @@
 #include "runtime/netns.hpp"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/sockios.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <thread>
 
 #include "oci/error.hpp"
 #include "runtime/runc.hpp"
@@ -107,6 +117,149 @@ TEST_F(NetnsTest, ConnectReachesAServerOnlyTheContainerSees) {
     EXPECT_FALSE(connect_in_netns(ns.get(), host_port, 1000ms));
 
     runc.remove("web", true);
+}
+
+size_t count_entries(const char* path) {
+    size_t count = 0;
+    DIR* dir = opendir(path);
+    if (!dir) return 0;
+    while (dirent* entry = readdir(dir))
+        if (entry->d_name[0] != '.') count++;
+    closedir(dir);
+    return count;
+}
+
+// A fresh network namespace with its loopback up, made by a short-lived
+// thread (unshare affects only that thread); empty when this kernel or
+// sandbox does not allow it.
+fs::Fd private_netns() {
+    fs::Fd ns;
+    std::thread([&] {
+        if (::unshare(CLONE_NEWNET) != 0) return;
+        fs::Fd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        ifreq ifr{};
+        std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+        if (!probe || ::ioctl(probe.get(), SIOCGIFFLAGS, &ifr) != 0) return;
+        ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+        if (::ioctl(probe.get(), SIOCSIFFLAGS, &ifr) != 0) return;
+        ns = fs::Fd(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    }).join();
+    return ns;
+}
+
+// A listener on 127.0.0.1 (kernel-chosen port) on `sock`; returns the port.
+uint16_t listen_loopback(const fs::Fd& sock, int backlog) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(sock.get(), backlog) != 0)
+        return 0;
+    socklen_t len = sizeof addr;
+    if (::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+    return ntohs(addr.sin_port);
+}
+
+TEST(NetnsSockets, SocketsBelongToTheNamespaceAndNoThreadPerSocket) {
+    fs::Fd ns = private_netns();
+    if (!ns) GTEST_SKIP() << "cannot create a network namespace here";
+    NetnsSockets sockets(ns.get());
+    EXPECT_FALSE(sockets.helper_running());  // started by the first take()
+
+    // A listener made from the pool is inside the namespace: reachable through
+    // the pool, not from the host's loopback.
+    fs::Fd listener = sockets.take();
+    ASSERT_TRUE(listener);
+    EXPECT_NE(::fcntl(listener.get(), F_GETFL) & O_NONBLOCK, 0);
+    uint16_t port = listen_loopback(listener, 16);
+    ASSERT_NE(port, 0);
+    EXPECT_TRUE(sockets.helper_running());
+    // The socket's own namespace (SIOCGSKNS) is the private one.
+    fs::Fd sock_ns(::ioctl(listener.get(), SIOCGSKNS));
+    ASSERT_TRUE(sock_ns) << std::strerror(errno);
+    struct stat a = {};
+    struct stat b = {};
+    ASSERT_EQ(::fstat(sock_ns.get(), &a), 0);
+    ASSERT_EQ(::fstat(ns.get(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+
+    ConnectResult result = ConnectResult::Refused;
+    fs::Fd conn = sockets.connect(port, 5000ms, &result);
+    ASSERT_TRUE(conn);
+    EXPECT_EQ(result, ConnectResult::Connected);
+    EXPECT_EQ(::fcntl(conn.get(), F_GETFL) & O_NONBLOCK, 0);  // blocking, like connect_in_netns
+    fs::Fd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    EXPECT_TRUE(accepted);
+
+    // A port nothing listens on inside is refused (an answer, not a timeout).
+    fs::Fd unused = sockets.take();
+    uint16_t closed_port = listen_loopback(unused, 1);
+    ASSERT_NE(closed_port, 0);
+    unused.reset();
+    EXPECT_FALSE(sockets.connect(closed_port, 5000ms, &result));
+    EXPECT_EQ(result, ConnectResult::Refused);
+
+    // The pool is refilled by the one helper: many sockets, one thread.
+    size_t threads = count_entries("/proc/self/task");
+    for (int i = 0; i < 50; i++)
+        EXPECT_TRUE(sockets.take());
+    EXPECT_EQ(count_entries("/proc/self/task"), threads);
+    EXPECT_GE(sockets.sockets_made(), 52u);
+}
+
+TEST(NetnsSockets, FullListenBacklogTimesOutInsteadOfWaitingForSynRetransmit) {
+    fs::Fd ns = private_netns();
+    if (!ns) GTEST_SKIP() << "cannot create a network namespace here";
+    NetnsSockets sockets(ns.get());
+    // backlog 0 holds one connection; nobody accepts, so the next SYN is
+    // dropped (TcpExtListenOverflows), as with busybox httpd's backlog under load.
+    fs::Fd listener = sockets.take();
+    uint16_t port = listen_loopback(listener, 0);
+    ASSERT_NE(port, 0);
+    ConnectResult result = ConnectResult::Refused;
+    fs::Fd queued = sockets.connect(port, 5000ms, &result);
+    ASSERT_TRUE(queued);
+
+    fs::Fd dropped = sockets.connect(port, 100ms, &result);
+    EXPECT_FALSE(dropped);
+    EXPECT_EQ(result, ConnectResult::TimedOut);
+
+    // Once the listener accepts, a new attempt connects at once.
+    fs::Fd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(accepted);
+    EXPECT_TRUE(sockets.connect(port, 5000ms, &result));
+    EXPECT_EQ(result, ConnectResult::Connected);
+}
+
+TEST(NetnsSockets, DestructionReleasesEveryFdAndTheHelper) {
+    fs::Fd ns = private_netns();
+    if (!ns) GTEST_SKIP() << "cannot create a network namespace here";
+    size_t fds = count_entries("/proc/self/fd");
+    size_t threads = count_entries("/proc/self/task");
+    {
+        NetnsSockets sockets(ns.get());
+        for (int i = 0; i < 10; i++)
+            EXPECT_TRUE(sockets.take());
+        EXPECT_TRUE(sockets.helper_running());
+        EXPECT_GT(count_entries("/proc/self/fd"), fds);  // the dup and the pool
+    }
+    EXPECT_EQ(count_entries("/proc/self/fd"), fds);
+    EXPECT_EQ(count_entries("/proc/self/task"), threads);
+}
+
+TEST(NetnsSockets, BadNamespaceFdThrowsAClearError) {
+    // A regular file is not a network namespace: setns fails in the helper,
+    // take() reports it.
+    fs::Fd not_ns(::open("/proc/self/status", O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(not_ns);
+    NetnsSockets sockets(not_ns.get());
+    try {
+        sockets.take();
+        FAIL() << "take() should throw";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("setns"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(sockets.helper_running());
 }
 
 TEST_F(NetnsTest, OpenNetnsOfAMissingProcessThrows) {

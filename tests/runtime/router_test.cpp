@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "oci/error.hpp"
+#include "runtime/netns.hpp"
 #include "tests/support/support.hpp"
 
 namespace cascade::runtime {
@@ -1568,6 +1569,118 @@ TEST(RouterReplay, BackendsKilledUnderLoadFailNoRequest) {
     EXPECT_EQ(a.failed + b.failed, 0u);
     EXPECT_EQ(a.connections + b.connections, static_cast<uint64_t>(requests.load()));
     EXPECT_GT(a.retried + b.retried, 0u) << "no request was in flight at a kill";
+}
+
+// ---- bounded connection attempts (Backend::attempt) --------------------------
+
+// A backend through NetnsSockets in our own namespace, with bounded attempts.
+Backend attempt_backend(const std::string& id, uint16_t port,
+                        std::shared_ptr<NetnsSockets> sockets = nullptr) {
+    if (!sockets) sockets = std::make_shared<NetnsSockets>(-1);
+    return Backend{id, nullptr,
+                   [sockets, port](std::chrono::milliseconds timeout, bool& timed_out) {
+                       auto result = ConnectResult::Refused;
+                       fs::Fd fd = sockets->connect(port, timeout, &result);
+                       timed_out = result == ConnectResult::TimedOut;
+                       return fd;
+                   }};
+}
+
+// A listener with a full accept queue: backlog 0 holds one connection, which
+// nobody accepts, so every further SYN is dropped (TcpExtListenOverflows), as
+// busybox httpd's backlog of 9 does under load. Without bounded attempts a
+// connect would wait for the kernel's SYN retransmit (1 s).
+struct FullBacklog {
+    fs::Fd listener;
+    fs::Fd queued;
+    uint16_t port = 0;
+    FullBacklog() {
+        listener = fs::Fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_in addr = loopback(0);
+        socklen_t len = sizeof addr;
+        if (bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+            listen(listener.get(), 0) != 0 ||
+            getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+            throw sys_error("test: listen on", "127.0.0.1:0", errno);
+        port = ntohs(addr.sin_port);
+        queued = connect_to(port);
+        if (!queued) throw Error("test: cannot fill the backlog of port " + std::to_string(port));
+    }
+};
+
+TEST(RouterConnect, BackendDroppingSynsIsLeftForAnotherBackend) {
+    FullBacklog stuck1, stuck2;
+    TestServer good(http("good"));
+    RoutedPort routed;
+    routed.router.add_backend("web", attempt_backend("stuck-1", stuck1.port));
+    routed.router.add_backend("web", attempt_backend("stuck-2", stuck2.port));
+    routed.router.add_backend("web", attempt_backend("good", good.port()));
+
+    for (int i = 0; i < 4; i++)
+        EXPECT_EQ(body_of(routed.port), "good") << "request " << i;
+    RouteStats stats = routed.router.stats("web");
+    EXPECT_EQ(stats.failed, 0u);
+    // Round robin: every other connection starts at stuck-1 (a try that does
+    // not wait, uncounted), then gets a short attempt on stuck-2 that times
+    // out, and goes on to the good one.
+    EXPECT_GE(stats.connect_timeouts, 2u);
+    EXPECT_EQ(good.accepted(), 4u);
+}
+
+TEST(RouterConnect, SingleBackendWithFullBacklogIsTriedAgain) {
+    FullBacklog backlog;
+    RoutedPort routed;
+    routed.router.add_backend("web", attempt_backend("only", backlog.port));
+
+    // The backend starts accepting once the router saw an attempt time out.
+    std::thread server([&] {
+        if (!eventually([&] { return routed.router.stats("web").connect_timeouts >= 1; }, 60s))
+            return;
+        fs::Fd first(accept4(backlog.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        fs::Fd second(accept4(backlog.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (second) {
+            set_io_timeout(second.get());
+            http("after a retry")(second.get());
+        }
+    });
+    EXPECT_EQ(body_of(routed.port), "after a retry");
+    server.join();
+    RouteStats stats = routed.router.stats("web");
+    EXPECT_EQ(stats.failed, 0u);
+    EXPECT_GE(stats.connect_timeouts, 1u);
+}
+
+TEST(RouterConnect, BackendOnlyDroppingSynsFailsTheClientAfterTheBudget) {
+    FullBacklog stuck;
+    RoutedPort routed;
+    routed.router.add_backend("web", attempt_backend("stuck", stuck.port));
+    fs::Fd client = connect_to(routed.port);
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(send_all(client.get(), "GET / HTTP/1.0\r\n\r\n"));
+    EXPECT_EQ(read_to_eof(client.get()).value_or(""), "");  // closed, nothing answered
+    RouteStats stats = routed.router.stats("web");
+    EXPECT_EQ(stats.failed, 1u);
+    // Attempts of growing length, not one long wait.
+    EXPECT_GE(stats.connect_timeouts, 3u);
+}
+
+TEST(RouterConnect, RemovedBackendReleasesItsSocketsAndHelper) {
+    size_t fds = open_fds();
+    TestServer server(http("pooled"));
+    {
+        RoutedPort routed;
+        auto sockets = std::make_shared<NetnsSockets>(-1);
+        std::weak_ptr<NetnsSockets> watch = sockets;
+        routed.router.add_backend("web", attempt_backend("pooled", server.port(), sockets));
+        sockets.reset();
+        EXPECT_EQ(body_of(routed.port), "pooled");
+        EXPECT_EQ(routed.router.stats("web").connect_timeouts, 0u);
+        routed.router.remove_backend("web", "pooled");
+        EXPECT_TRUE(routed.router.drain("pooled", 30s));
+        EXPECT_TRUE(eventually([&] { return watch.expired(); }, 30s));
+    }
+    server.stop();
+    EXPECT_EQ(open_fds(), fds);
 }
 
 }  // namespace
