@@ -11,8 +11,11 @@ and unpacked once by umoci for bare runc):
                 GET on the route's port (127.0.0.1) answers 200: what a client sees,
                 including the router,
        runc:    `runc run -d` of the unpacked bundle (a plain directory, made once;
-                umoci's config: new network namespace with loopback only) until GET on
-                127.0.0.1:8080 inside the container's network namespace answers 200,
+                umoci's config: new network namespace with loopback only; no seccomp
+                filter, 3 capabilities) until GET on 127.0.0.1:8080 inside the container's
+                network namespace answers 200; and, as a second column, the same rootfs with
+                the config.json cascade wrote for its replica (Docker's seccomp profile for
+                the native ABI, Docker's capabilities, /etc/hosts, a cgroup),
        podman:  `podman run -d --network none` (overlay storage, runc, cgroupfs; image
                 pulled beforehand) until GET on 127.0.0.1:8080 inside its network
                 namespace answers 200.
@@ -42,6 +45,7 @@ Usage: see bench/README.md.
 
 import argparse
 import ctypes
+import glob
 import json
 import os
 import platform
@@ -486,15 +490,41 @@ class BareRunc:
         with open(os.path.join(self.bundle, "config.json"), "w") as f:
             json.dump(config, f)
         self.ids = []
+        self.cascade_config = None
 
-    def start(self, cid):
+    def use_cascade_config(self, config_path):
+        """A second bundle: the same rootfs with the config.json cascade wrote for a replica
+        (its seccomp profile, capabilities, mounts, cgroup); its /etc/hosts and
+        /etc/resolv.conf copied, the cgroup per container."""
+        with open(config_path) as f:
+            config = json.load(f)
+        bundle = os.path.join(self.dir, "bundle-cascade")
+        os.makedirs(bundle)
+        config["root"]["path"] = os.path.join(self.bundle, "rootfs")
+        for m in config.get("mounts", []):
+            if m.get("type") == "bind" and m["destination"] in ("/etc/hosts", "/etc/resolv.conf"):
+                copy = os.path.join(bundle, os.path.basename(m["destination"]))
+                shutil.copy(m["source"], copy)
+                m["source"] = copy
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(config, f)
+        self.cascade_config = (bundle, config)
+
+    def start(self, cid, cascade_config=False):
         """Runs `runc run -d`; returns a callable giving the container's pid."""
         pid_file = os.path.join(self.dir, cid + ".pid")
         self.ids.append(cid)
+        bundle = self.bundle
+        if cascade_config:
+            bundle, config = self.cascade_config
+            if "cgroupsPath" in config["linux"]:  # runc delete removes it
+                config["linux"]["cgroupsPath"] = "/cascade/" + cid
+                with open(os.path.join(bundle, "config.json"), "w") as f:
+                    json.dump(config, f)
         # The container inherits runc's stdout and stderr (no terminal): a file, not a
         # pipe that would stay open as long as the container runs.
         cmd = ["runc", "--root", self.root, "run", "-d", "--pid-file", pid_file,
-               "--bundle", self.bundle, cid]
+               "--bundle", bundle, cid]
         with open(os.path.join(self.dir, cid + ".log"), "w+") as out:
             try:
                 rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
@@ -576,7 +606,8 @@ class Podman:
 
 def measure_start(cascade, runc, podman, repeat, timeout):
     """{tool: [seconds]} from the start request until HTTP 200 on the replica's port."""
-    samples = {"cascade": [], "runc": [], "podman": [], "cascade apply returned": []}
+    samples = {"cascade": [], "runc": [], "runc, cascade's config": [], "podman": [],
+               "cascade apply returned": []}
     scale = cascade.has_command("scale")
 
     def one(tool, i):
@@ -590,13 +621,19 @@ def measure_start(cascade, runc, podman, repeat, timeout):
             samples["cascade apply returned"].append(time.monotonic() - t0)
             t1 = wait_http_200(port, t0 + deadline_s, what=f"cascade deployment {name}",
                                alive=cascade.check_alive)
+            if runc.cascade_config is None:
+                configs = sorted(glob.glob(os.path.join(cascade.root, "containers",
+                                                        name + "-*", "config.json")))
+                if configs:
+                    runc.use_cascade_config(configs[0])
             if scale:  # keep the daemon's load the same for every repetition
                 cascade.cli("scale", name, "--replicas", "0")
             return t1 - t0, name, port
-        rt = runc if tool == "runc" else podman
-        cid = f"bench-start-{i}"
+        rt = podman if tool == "podman" else runc
+        cid = f"bench-start-{i}" + ("-cc" if tool == "runc, cascade's config" else "")
         t0 = time.monotonic()
-        pid_of_raw = rt.start(cid)
+        pid_of_raw = (rt.start(cid, cascade_config=True) if tool == "runc, cascade's config"
+                      else rt.start(cid))
 
         def pid_of():
             try:
@@ -609,9 +646,13 @@ def measure_start(cascade, runc, podman, repeat, timeout):
         rt.remove(cid)
         return t1 - t0, None, None
 
-    tools = ["cascade", "runc", "podman"]
+    tools = ["cascade", "runc", "runc, cascade's config", "podman"]
     log("start-to-ready: one untimed start per tool first (caches, page cache)")
-    for tool in tools:
+    one("cascade", "warm")
+    if runc.cascade_config is None:
+        log("  no config.json of cascade's replica found: runc with cascade's config not measured")
+        tools.remove("runc, cascade's config")
+    for tool in tools[1:]:
         one(tool, "warm")
     samples["cascade apply returned"].clear()
     last = None
@@ -763,6 +804,10 @@ def report(args, start, router, rollout, mem, podman_version, shared_note, cli_m
         out.append(f"| start to ready, HTTP 200 (ms) | {c:.0f} | {r:.0f} | {p:.0f} | "
                    f"{c / r:.2f}× runc, {c / p:.2f}× podman | ≤ 1.3× runc "
                    f"{'✓' if c / r <= 1.3 else '✗'} |")
+        if start.get("runc, cascade's config"):
+            rc = median(start["runc, cascade's config"]) * 1000
+            out.append(f"| start to ready, runc given cascade's config.json (ms) | | {rc:.0f} | | "
+                       f"cascade {c / rc:.2f}× this | |")
     if rollout:
         n = args.rollout_replicas
         out.append(f"| rolling update of {n} replicas under wrk: duration (s) | "
@@ -806,7 +851,8 @@ def report(args, start, router, rollout, mem, podman_version, shared_note, cli_m
     out.append("Details:")
     if start:
         out.append("- start to ready samples (ms): " + "; ".join(
-            f"{t} {[round(x * 1000) for x in start[t]]}" for t in ("cascade", "runc", "podman")))
+            f"{t} {[round(x * 1000) for x in start[t]]}" for t in
+            ("cascade", "runc", "runc, cascade's config", "podman") if start.get(t)))
         out.append("- of cascade's start to ready, `cascade apply` itself took (ms): "
                    f"{[round(x * 1000) for x in start['cascade apply returned']]}")
     if router:

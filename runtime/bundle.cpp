@@ -337,7 +337,9 @@ nlohmann::json make_runtime_spec(const std::filesystem::path& rootfs,
           {"maskedPaths", kMaskedPaths},
           {"readonlyPaths", kReadonlyPaths}}},
     };
-    if (options.seccomp) spec["linux"]["seccomp"] = default_seccomp_profile(kCapabilities);
+    if (options.seccomp)
+        spec["linux"]["seccomp"] =
+            default_seccomp_profile(kCapabilities, options.seccomp_compat_arches);
     spec["linux"]["resources"].update(linux_resources(options.resources, host_cgroup_mode()));
     if (!options.cgroups_path.empty()) spec["linux"]["cgroupsPath"] = options.cgroups_path;
     return spec;

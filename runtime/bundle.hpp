@@ -54,6 +54,11 @@ struct BundleOptions {
     std::vector<Tmpfs> tmpfs;
     // Docker's default seccomp profile (runtime/seccomp.hpp); false: none.
     bool seccomp = true;
+    // The profile also admits the host's 32-bit ABIs (x86 and x32 on x86_64),
+    // as Docker's does: what RUN steps get. Replicas get the native ABI only
+    // unless they ask (DeploymentSpec::seccomp_compat_arches) or the image is
+    // 32-bit (ContainerHost::start); see default_seccomp_profile.
+    bool seccomp_compat_arches = true;
     // Host files bound in as /etc/resolv.conf and /etc/hosts (when set).
     std::optional<std::filesystem::path> resolv_conf, hosts;
     // cgroup limits (linux.resources, runtime/cgroups.hpp) and the cgroup runc

@@ -14,6 +14,7 @@
 
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
+#include "runtime/seccomp.hpp"
 
 namespace cascade::runtime {
 
@@ -171,7 +172,14 @@ int ContainerHost::start(const std::string& id, const oci::Manifest& manifest,
         auto lowers = layers_.unpack_image(manifest, config);
         if (lowers.empty()) lowers.push_back(layers_.empty_dir());
         overlay = OverlayMount(lowers, dir / "upper", dir / "work", dir / "rootfs");
-        write_bundle_config(dir, make_runtime_spec(dir / "rootfs", options));
+        // A 32-bit image runs only through the host's compat ABIs.
+        if (!options.seccomp_compat_arches && needs_compat_arches(config.architecture)) {
+            auto compat = options;
+            compat.seccomp_compat_arches = true;
+            write_bundle_config(dir, make_runtime_spec(dir / "rootfs", compat));
+        } else {
+            write_bundle_config(dir, make_runtime_spec(dir / "rootfs", options));
+        }
         // The shim owns the pipe's read end; runc passes the write end through
         // to the container as stdout and stderr. Ours is closed right after.
         fs::Fd log = start_log_shim(log_path(id), rotation_, &shim_pid);

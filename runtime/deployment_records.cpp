@@ -141,6 +141,7 @@ nlohmann::json to_json(const DeploymentSpec& s) {
         {"user", s.user},
         {"hostname", s.hostname},
         {"readonlyRootfs", s.readonly_rootfs},
+        {"seccompCompatArches", s.seccomp_compat_arches},
         {"automatic", s.automatic},
         {"readinessProbe", probe_json(s.readiness)},
         {"livenessProbe", probe_json(s.liveness)},
@@ -181,6 +182,7 @@ DeploymentSpec deployment_spec_from_json(const nlohmann::json& j) {
         s.user = j.value("user", std::string());
         s.hostname = j.value("hostname", std::string());
         s.readonly_rootfs = j.value("readonlyRootfs", false);
+        s.seccomp_compat_arches = j.value("seccompCompatArches", false);
         s.automatic = j.value("automatic", true);
         if (j.contains("readinessProbe")) s.readiness = probe_from_json(j.at("readinessProbe"));
         if (j.contains("livenessProbe")) s.liveness = probe_from_json(j.at("livenessProbe"));
@@ -369,6 +371,10 @@ std::vector<DeploymentRecord> DeploymentRecords::deployments() {
         out.push_back(std::move(d));
     }
     return out;
+}
+
+void DeploymentRecords::transaction(const std::function<void()>& fn) {
+    db_.transaction(fn);
 }
 
 void DeploymentRecords::save_replica(const ReplicaRecord& r) {

@@ -3,6 +3,7 @@
 // container, written before the container starts) and routes.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,6 +66,11 @@ class DeploymentRecords {
     void save_route(const RouteSpec& r);
     void delete_route(const std::string& name);
     std::vector<RouteSpec> routes();
+
+    // Runs the saves in `fn` as one transaction (one commit, one fsync).
+    // The database's lock is held throughout: take no lock in `fn` that a
+    // thread may hold while it saves.
+    void transaction(const std::function<void()>& fn);
 
   private:
     registry::Database& db_;

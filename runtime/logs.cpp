@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +18,7 @@
 
 #include "oci/error.hpp"
 #include "runtime/log_shim.hpp"
+#include "runtime/process.hpp"
 
 extern char** environ;
 
@@ -204,10 +204,6 @@ fs::Fd start_log_shim(const std::filesystem::path& log_in, LogRotation rotation,
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) throw sys_error("pipe for log", log.string(), errno);
     fs::Fd read_end(p[0]), write_end(p[1]);
-    // Above stdio, so that the dup2 onto 0 is never a no-op that keeps CLOEXEC.
-    fs::Fd input(::fcntl(read_end.get(), F_DUPFD_CLOEXEC, 3));
-    if (!input) throw sys_error("dup pipe for log", log.string(), errno);
-    read_end.reset();
 
     std::vector<std::string> env;
     const std::string prefix = std::string(kShimEnv) + "=";
@@ -215,51 +211,23 @@ fs::Fd start_log_shim(const std::filesystem::path& log_in, LogRotation rotation,
         if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) env.emplace_back(*e);
     env.push_back(prefix + std::to_string(rotation.max_bytes) + ":" +
                   std::to_string(rotation.max_files) + ":" + log.string());
-    std::vector<char*> cenv;
-    for (auto& e : env)
-        cenv.push_back(e.data());
-    cenv.push_back(nullptr);
-    std::string name = kShimName, log_arg = log.string();
-    char* argv[] = {name.data(), log_arg.data(), nullptr};
-
-    posix_spawn_file_actions_t actions;
-    if (int rc = posix_spawn_file_actions_init(&actions); rc != 0)
-        throw sys_error("posix_spawn_file_actions_init", "", rc);
-    struct ActionsGuard {
-        posix_spawn_file_actions_t* a;
-        ~ActionsGuard() { posix_spawn_file_actions_destroy(a); }
-    } actions_guard{&actions};
-    int rc = posix_spawn_file_actions_adddup2(&actions, input.get(), 0);
-    if (rc == 0) rc = posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    if (rc == 0) rc = posix_spawn_file_actions_addchdir_np(&actions, "/");
-    if (rc != 0) throw sys_error("posix_spawn file actions for the log shim of", log.string(), rc);
-
-    posix_spawnattr_t attr;
-    if (int r = posix_spawnattr_init(&attr); r != 0) throw sys_error("posix_spawnattr_init", "", r);
-    struct AttrGuard {
-        posix_spawnattr_t* a;
-        ~AttrGuard() { posix_spawnattr_destroy(a); }
-    } attr_guard{&attr};
-    sigset_t all, blocked;
-    sigfillset(&all);
-    sigemptyset(&blocked);
-    for (int sig : kLogShimIgnoredSignals)
-        sigaddset(&blocked, sig);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setsigmask(&attr, &blocked);
-    posix_spawnattr_setflags(&attr,
-                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
     const std::string exe = shim_executable();
+    SpawnOptions options;
+    options.program = exe;
+    options.stdin_fd = read_end.get();
+    options.new_session = true;
+    options.cwd = "/";
+    options.blocked_signals.assign(std::begin(kLogShimIgnoredSignals),
+                                   std::end(kLogShimIgnoredSignals));
+    options.env = &env;
+    options.what = "the log shim (" + exe + ") for " + log.string();
     pid_t pid = -1;
     {
+        // Recorded before anyone can look for it (wait_log_shim).
         std::lock_guard lock(spawned_mu);
-        rc = posix_spawn(&pid, exe.c_str(), &actions, &attr, argv, cenv.data());
-        if (rc == 0) spawned.insert(pid);
+        pid = spawn_process({kShimName, log.string()}, options);
+        spawned.insert(pid);
     }
-    if (rc != 0) throw sys_error("start the log shim (" + exe + ") for", log.string(), rc);
     if (shim_pid) *shim_pid = pid;
     return write_end;
 }

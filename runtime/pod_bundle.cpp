@@ -115,6 +115,7 @@ BundleOptions pod_bundle_options(const oci::ContainerConfig& image, const Deploy
         throw Error(who + ": hostname \"" + options.hostname +
                     "\" is not valid; use letters, digits, '-' and '.' (at most 64 characters)");
     options.readonly_rootfs = spec.readonly_rootfs;
+    options.seccomp_compat_arches = spec.seccomp_compat_arches;
     options.network = NetworkMode::Own;
     try {
         validate_resources(spec.resources);

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,8 +17,7 @@
 
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
-
-extern char** environ;
+#include "runtime/process.hpp"
 
 namespace cascade::runtime {
 
@@ -34,58 +32,15 @@ std::string join_args(const std::vector<std::string>& args) {
     return out;
 }
 
-fs::Fd dup_above_stdio(int fd, const char* what) {
-    int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (d < 0) throw sys_error(std::string("dup ") + what + " fd", std::to_string(fd), errno);
-    return fs::Fd(d);
-}
-
 // Starts argv[0] (PATH lookup) with stdin from /dev/null, stdout/stderr on the
 // given fds and no other fd open. Returns the pid.
 pid_t spawn(const std::vector<std::string>& argv, int stdout_fd, int stderr_fd) {
-    // Dup the targets above 2 first so that dup2 onto 1 cannot clobber the
-    // source of 2 (e.g. stdout_fd == 2, stderr_fd == 1).
-    fs::Fd out = dup_above_stdio(stdout_fd, "stdout");
-    fs::Fd err = dup_above_stdio(stderr_fd, "stderr");
-
-    posix_spawn_file_actions_t actions;
-    if (int rc = posix_spawn_file_actions_init(&actions); rc != 0)
-        throw sys_error("posix_spawn_file_actions_init", "", rc);
-    struct ActionsGuard {
-        posix_spawn_file_actions_t* a;
-        ~ActionsGuard() { posix_spawn_file_actions_destroy(a); }
-    } actions_guard{&actions};
-    int rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, out.get(), 1);
-    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, err.get(), 2);
-    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    if (rc != 0) throw sys_error("posix_spawn file actions for", argv[0], rc);
-
-    posix_spawnattr_t attr;
-    if (int r = posix_spawnattr_init(&attr); r != 0) throw sys_error("posix_spawnattr_init", "", r);
-    struct AttrGuard {
-        posix_spawnattr_t* a;
-        ~AttrGuard() { posix_spawnattr_destroy(a); }
-    } attr_guard{&attr};
-    // The child starts with default signal dispositions and an empty mask, so
-    // a daemon that blocks or ignores signals does not pass that on to runc.
-    sigset_t all, none;
-    sigfillset(&all);
-    sigemptyset(&none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-    std::vector<char*> cargv;
-    for (const auto& a : argv)
-        cargv.push_back(const_cast<char*>(a.c_str()));
-    cargv.push_back(nullptr);
-    pid_t pid = -1;
-    rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
-    if (rc != 0)
-        throw sys_error("start " + argv[0] + " (set CASCADE_RUNC to the runc binary's path)", "",
-                        rc);
-    return pid;
+    SpawnOptions options;
+    options.stdout_fd = stdout_fd;
+    options.stderr_fd = stderr_fd;
+    options.path_lookup = true;
+    options.what = argv.at(0) + " (set CASCADE_RUNC to the runc binary's path)";
+    return spawn_process(argv, options);
 }
 
 // Waits for `pid`; returns its exit code, 128+signal when killed.

@@ -419,7 +419,8 @@ nlohmann::json arg(unsigned index, uint64_t value, const char* op) {
 
 }  // namespace
 
-nlohmann::json default_seccomp_profile(const std::vector<std::string>& capabilities) {
+nlohmann::json default_seccomp_profile(const std::vector<std::string>& capabilities,
+                                       bool compat_arches) {
     auto has = [&](std::string_view cap) {
         return std::find(capabilities.begin(), capabilities.end(), cap) != capabilities.end();
     };
@@ -445,10 +446,14 @@ nlohmann::json default_seccomp_profile(const std::vector<std::string>& capabilit
 
     nlohmann::json architectures;
 #if defined(__x86_64__)
-    architectures = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
+    architectures = nlohmann::json::array({"SCMP_ARCH_X86_64"});
+    if (compat_arches)
+        for (const char* a : {"SCMP_ARCH_X86", "SCMP_ARCH_X32"})
+            architectures.push_back(a);
     syscalls.push_back(allow(names_json({"arch_prctl", "modify_ldt"})));
 #elif defined(__aarch64__)
-    architectures = {"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"};
+    architectures = nlohmann::json::array({"SCMP_ARCH_AARCH64"});
+    if (compat_arches) architectures.push_back("SCMP_ARCH_ARM");
     syscalls.push_back(
         allow(names_json({"arm_fadvise64_64", "arm_sync_file_range", "sync_file_range2",
                           "breakpoint", "cacheflush", "set_tls"})));
@@ -478,6 +483,16 @@ nlohmann::json default_seccomp_profile(const std::vector<std::string>& capabilit
         {"architectures", std::move(architectures)},
         {"syscalls", std::move(syscalls)},
     };
+}
+
+bool needs_compat_arches(const std::string& image_arch) {
+#if defined(__x86_64__)
+    return image_arch == "386";
+#elif defined(__aarch64__)
+    return image_arch == "arm";
+#else
+    return false;
+#endif
 }
 
 }  // namespace cascade::runtime

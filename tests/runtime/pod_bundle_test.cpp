@@ -103,6 +103,7 @@ TEST_F(PodBundleTest, EnvUserDirHostnameResourcesAndNetwork) {
     EXPECT_EQ(o.user, "www");
     EXPECT_EQ(o.hostname, "web-1-abc");
     EXPECT_FALSE(o.readonly_rootfs);
+    EXPECT_FALSE(o.seccomp_compat_arches);  // the native ABI only, unless asked
     EXPECT_EQ(o.network, NetworkMode::Own);
     EXPECT_EQ(o.cgroups_path, "/cascade/web-1-abc");
 
@@ -110,6 +111,7 @@ TEST_F(PodBundleTest, EnvUserDirHostnameResourcesAndNetwork) {
     spec_.user = "1000:1000";
     spec_.hostname = "web.example";
     spec_.readonly_rootfs = true;
+    spec_.seccomp_compat_arches = true;
     spec_.resources.memory_bytes = 64 << 20;
     spec_.resources.pids = 50;
     o = options();
@@ -117,6 +119,7 @@ TEST_F(PodBundleTest, EnvUserDirHostnameResourcesAndNetwork) {
     EXPECT_EQ(o.user, "1000:1000");
     EXPECT_EQ(o.hostname, "web.example");
     EXPECT_TRUE(o.readonly_rootfs);
+    EXPECT_TRUE(o.seccomp_compat_arches);
     EXPECT_EQ(o.resources, spec_.resources);
 
     // The runtime spec carries them.

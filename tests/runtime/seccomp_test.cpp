@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <set>
@@ -73,6 +74,24 @@ TEST(SeccompProfileTest, CapabilitiesUnlockTheirSyscalls) {
     EXPECT_FALSE(allowed.count("reboot"));
 }
 
+TEST(SeccompProfileTest, CompatArchitecturesOnlyWhenAskedFor) {
+    // Docker's list for RUN steps (BundleOptions' default); the native ABI
+    // alone for replicas that do not ask (pod_bundle_test), unless the image
+    // is 32-bit.
+    EXPECT_EQ(default_seccomp_profile({}, true)["architectures"],
+              (nlohmann::json{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}));
+    EXPECT_EQ(default_seccomp_profile({}, false)["architectures"],
+              (nlohmann::json{"SCMP_ARCH_X86_64"}));
+    BundleOptions o;
+    o.args = {"/bin/true"};
+    o.seccomp_compat_arches = false;
+    EXPECT_EQ(make_runtime_spec("/nonexistent-rootfs", o)["linux"]["seccomp"]["architectures"],
+              (nlohmann::json{"SCMP_ARCH_X86_64"}));
+    EXPECT_TRUE(needs_compat_arches("386"));
+    EXPECT_FALSE(needs_compat_arches("amd64"));
+    EXPECT_FALSE(needs_compat_arches("arm64"));
+}
+
 TEST(SeccompProfileTest, OffWhenAskedFor) {
     BundleOptions o;
     o.args = {"/bin/true"};
@@ -107,6 +126,53 @@ TEST_F(SeccompRuncTest, RuncEnforcesTheProfile) {
     EXPECT_NE(out.find("Operation not permitted"), std::string::npos) << out;
     EXPECT_EQ(run("userns-off", "/bin/busybox unshare -U true", false), 0) << out;
 }
+
+#if defined(__x86_64__)
+// A static x86_64 ELF (one PT_LOAD at 0x400000, entry right after the
+// headers) that makes the i386 syscall getpid (20) with `int $0x80`, then
+// exits 0 with the 64-bit exit (60).
+std::string int80_program() {
+    const unsigned char code[] = {0xb8, 0x14, 0, 0, 0,  // mov $20, %eax
+                                  0xcd, 0x80,           // int $0x80
+                                  0x31, 0xff,           // xor %edi, %edi
+                                  0xb8, 0x3c, 0, 0, 0,  // mov $60, %eax
+                                  0x0f, 0x05};          // syscall
+    std::string elf;
+    auto put = [&](uint64_t v, int bytes) {
+        for (int i = 0; i < bytes; i++)
+            elf.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    };
+    const uint64_t base = 0x400000, headers = 64 + 56, size = headers + sizeof code;
+    elf = {'\x7f', 'E', 'L', 'F', 2, 1, 1};  // 64-bit, little-endian, version 1
+    elf.append(9, '\0');
+    put(2, 2), put(0x3e, 2), put(1, 4);             // ET_EXEC, x86-64, version
+    put(base + headers, 8), put(64, 8), put(0, 8);  // entry, phoff, shoff
+    put(0, 4), put(64, 2), put(56, 2), put(1, 2);   // flags, ehsize, phentsize, phnum
+    put(0, 2), put(0, 2), put(0, 2);                // shentsize, shnum, shstrndx
+    put(1, 4), put(5, 4), put(0, 8);                // PT_LOAD, R+X, offset
+    put(base, 8), put(base, 8), put(size, 8), put(size, 8), put(0x1000, 8);
+    elf.append(reinterpret_cast<const char*>(code), sizeof code);
+    return elf;
+}
+
+TEST_F(SeccompRuncTest, ThirtyTwoBitSyscallsOnlyWithCompatArchitectures) {
+    for (bool compat : {false, true}) {
+        std::string name = compat ? "compat" : "native";
+        BundleOptions options;
+        options.args = {"/int80"};
+        options.seccomp_compat_arches = compat;
+        auto bundle = plain_bundle(name, options);
+        fs::write_file_atomic(bundle / "rootfs/int80", int80_program(), 0755, false);
+        Runc runc(runc_root());
+        auto fd = fs::open_or_throw(dir() / (name + ".out"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int status = runc.run(name, bundle, fd.get(), fd.get());
+        // Native only: the i386 syscall meets libseccomp's bad-architecture
+        // action, SIGSYS (128 + 31); with x86 listed, getpid is allowed.
+        EXPECT_EQ(status, compat ? 0 : 128 + SIGSYS)
+            << name << ": " << read_text(dir() / (name + ".out"));
+    }
+}
+#endif
 
 }  // namespace
 }  // namespace cascade::runtime
