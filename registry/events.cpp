@@ -1,6 +1,7 @@
 #include "registry/events.hpp"
 
 #include <algorithm>
+#include <ctime>
 
 #include "oci/image.hpp"
 #include "registry/database.hpp"
@@ -44,8 +45,13 @@ BEGIN
 END;
 )sql";
 
+// Events other than tag changes (builds, rollouts) carry their fields as JSON.
+constexpr const char* kSchema2 = R"sql(
+ALTER TABLE registry_events ADD COLUMN data TEXT;
+)sql";
+
 constexpr const char* kColumns =
-    "id, type, repository, tag, generation, digest, old_digest, cause, time";
+    "id, type, repository, tag, generation, digest, old_digest, cause, time, data";
 
 Event event_of(const Database::Row& r) {
     Event e;
@@ -58,12 +64,23 @@ Event event_of(const Database::Row& r) {
     if (!is_null(r[6])) e.old_digest = oci::Digest::try_parse(as_text(r[6]));
     e.cause = as_text(r[7]);
     e.time = as_int(r[8]);
+    if (!is_null(r[9])) e.data = nlohmann::json::parse(as_text(r[9]), nullptr, false);
     return e;
 }
 
 }  // namespace
 
 nlohmann::json to_json(const Event& e) {
+    if (e.data.is_object()) {
+        nlohmann::json j = e.data;
+        j["id"] = e.id;
+        j["resourceVersion"] = std::to_string(e.id);
+        j["type"] = e.type;
+        j["name"] = e.repository;
+        j["cause"] = e.cause;
+        j["time"] = oci::rfc3339(e.time);
+        return j;
+    }
     return {{"id", e.id},
             {"resourceVersion", std::to_string(e.id)},
             {"type", e.type},
@@ -78,6 +95,7 @@ nlohmann::json to_json(const Event& e) {
 
 EventLog::EventLog(Store& store) : store_(store) {
     store_.db().migrate("registry-events-0001", kSchema);
+    store_.db().migrate("registry-events-0002", kSchema2);
     subscription_ = store_.subscribe([this](const TagEvent&) {
         std::lock_guard lock(mu_);
         wakeups_++;
@@ -88,6 +106,24 @@ EventLog::EventLog(Store& store) : store_(store) {
 EventLog::~EventLog() {
     store_.unsubscribe(subscription_);
     close();
+}
+
+int64_t EventLog::append(const std::string& type, const std::string& name, const std::string& cause,
+                         const nlohmann::json& data) {
+    int64_t id = 0;
+    auto& db = store_.db();
+    db.transaction([&] {
+        db.query(
+            "INSERT INTO registry_events (type, repository, tag, generation, cause, time, data) "
+            "VALUES (?1, ?2, '', 0, ?3, ?4, ?5)",
+            {type, name, cause, static_cast<int64_t>(::time(nullptr)),
+             data.is_object() ? data.dump() : std::string("{}")});
+        id = db.last_insert_rowid();
+    });
+    std::lock_guard lock(mu_);
+    wakeups_++;
+    cv_.notify_all();
+    return id;
 }
 
 std::vector<Event> EventLog::after(int64_t after_id, size_t limit) const {

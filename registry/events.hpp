@@ -33,18 +33,22 @@ class Store;
 
 struct Event {
     int64_t id = 0;
-    std::string type;  // "TagMoved" or "TagDeleted"
+    // "TagMoved" or "TagDeleted"; appended ones: "BuildStarted", "BuildFinished",
+    // "RolloutStarted", "RolloutProgress", "RolloutFinished"
+    std::string type;
     std::string repository;
     std::string tag;
     int64_t generation = 0;                 // TagMoved: the tag's new generation
     std::optional<oci::Digest> old_digest;  // the previous generation's digest
     std::optional<oci::Digest> digest;      // TagMoved: the new digest; TagDeleted: the last one
     std::string cause;
-    int64_t time = 0;  // unix seconds
+    int64_t time = 0;     // unix seconds
+    nlohmann::json data;  // appended events: their fields (an object)
 };
 
 // {"id", "resourceVersion", "type", "repository", "tag", "generation",
-//  "digest", "oldDigest", "cause", "time" (RFC 3339)}
+//  "digest", "oldDigest", "cause", "time" (RFC 3339)}; an appended event:
+// {"id", "resourceVersion", "type", "name", "cause", "time"} and its data's fields
 nlohmann::json to_json(const Event& e);
 
 class EventLog {
@@ -53,6 +57,12 @@ class EventLog {
     ~EventLog();
     EventLog(const EventLog&) = delete;
     EventLog& operator=(const EventLog&) = delete;
+
+    // Records an event that is not a tag change (a build or rollout step), in
+    // the same numbering as the tag events; `name` is the build or deployment.
+    // Returns its id.
+    int64_t append(const std::string& type, const std::string& name, const std::string& cause,
+                   const nlohmann::json& data);
 
     // Events with id > after, oldest first, at most `limit`.
     std::vector<Event> after(int64_t after_id, size_t limit = 1000) const;

@@ -16,6 +16,7 @@
 #include "oci/image.hpp"
 #include "oci/media_types.hpp"
 #include "oci/reference.hpp"
+#include "registry/metrics.hpp"
 #include "registry/store.hpp"
 #include "registry/uploads.hpp"
 
@@ -115,8 +116,12 @@ class Body {
     explicit Body(const ContentReader& reader) : reader_(reader) {}
     bool read(const UploadSessions::Receiver& receiver) {
         consumed_ = true;
-        return reader_([&](const char* data, size_t len) { return receiver(data, len); });
+        return reader_([&](const char* data, size_t len) {
+            bytes_ += len;
+            return receiver(data, len);
+        });
     }
+    uint64_t bytes() const { return bytes_; }
     void drain() {
         if (!consumed_) read([](const char*, size_t) { return true; });
     }
@@ -124,7 +129,16 @@ class Body {
   private:
     const ContentReader& reader_;
     bool consumed_ = false;
+    uint64_t bytes_ = 0;
 };
+
+// Counts a finished request for /metrics (bytes out: the body, or what a
+// content provider announced; none for HEAD).
+void count_request(const Request& req, const Response& res, uint64_t bytes_in) {
+    uint64_t out = req.method == "HEAD" ? 0 : res.body.size() + res.content_length_;
+    metrics().registry_request(req.method, res.status > 0 ? res.status : 200,
+                               bytes_in + req.body.size(), out);
+}
 
 // An empty `code` answers the status alone (416 to a blob Range: the spec has
 // no error code for it).
@@ -177,6 +191,7 @@ httplib::Server::Handler wrap(std::shared_ptr<Api> api, Handler fn) {
         } catch (...) {
             respond(res, std::current_exception());
         }
+        count_request(req, res, 0);
     };
 }
 
@@ -194,6 +209,7 @@ httplib::Server::HandlerWithContentReader wrap_body(std::shared_ptr<Api> api, Bo
             body.drain();
         } catch (...) {
         }
+        count_request(req, res, body.bytes());
     };
 }
 

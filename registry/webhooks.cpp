@@ -153,6 +153,23 @@ struct WebhookDispatcher::Worker {
                 if (!pause(std::chrono::seconds(1))) return;
                 continue;
             }
+            // Registry webhooks carry the registry's own events (tag moves and
+            // deletions); build and rollout events share the log and its ids
+            // but are not sent: the cursor moves past them.
+            const int64_t batch_last = batch.empty() ? cursor : batch.back().id;
+            std::erase_if(batch, [](const Event& e) {
+                return e.type != "TagMoved" && e.type != "TagDeleted";
+            });
+            if (batch.empty() && batch_last > cursor) {
+                try {
+                    save_cursor(batch_last);
+                    cursor = batch_last;
+                } catch (const std::exception& e) {
+                    log(std::string("saving its cursor failed: ") + e.what());
+                    if (!pause(std::chrono::seconds(1))) return;
+                }
+                continue;
+            }
             if (batch.empty()) {
                 // Woken by a tag move; the timeout bounds how late stop() is seen.
                 if (!owner.events_.wait(cursor, std::chrono::milliseconds(500)) &&

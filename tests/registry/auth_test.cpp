@@ -270,6 +270,26 @@ TEST_F(AuthorizerTest, ApiReadsNeedALoginAndChangesAnAdmin) {
     EXPECT_EQ(kind("GET", "/", anon), Verdict::Unauthorized);
 }
 
+// Build webhooks carry their secret in the URL (the API checks it): no login.
+TEST_F(AuthorizerTest, BuildWebhooksNeedNoLogin) {
+    Identity anon, bob{"bob", true};
+    EXPECT_EQ(kind("POST", "/api/v1/buildconfigs/app/webhooks/s3cret/generic", anon),
+              Verdict::Allow);
+    EXPECT_EQ(kind("POST", "/api/v1/buildconfigs/app/webhooks/s3cret/github", bob), Verdict::Allow);
+    EXPECT_EQ(
+        kind("POST",
+             "/apis/build.openshift.io/v1/namespaces/ns/buildconfigs/app/webhooks/s/generic", anon),
+        Verdict::Allow);
+    // Anything else under buildconfigs still needs an admin.
+    EXPECT_EQ(kind("POST", "/api/v1/buildconfigs/app/instantiate", anon), Verdict::Unauthorized);
+    EXPECT_EQ(kind("POST", "/api/v1/buildconfigs/app/webhooks/generic", anon),
+              Verdict::Unauthorized);
+    EXPECT_EQ(kind("POST", "/api/v1/buildconfigs/app/webhooks/s/../../apply/generic", anon),
+              Verdict::Unauthorized);
+    EXPECT_EQ(kind("GET", "/api/v1/buildconfigs/app/webhooks/s3cret/generic", anon),
+              Verdict::Unauthorized);
+}
+
 TEST_F(AuthorizerTest, MountNeedsPullOnTheSource) {
     Identity alice{"alice", true}, bob{"bob", true};
     auto mount = [&](const Identity& who, const std::multimap<std::string, std::string>& query) {

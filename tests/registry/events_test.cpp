@@ -28,6 +28,38 @@ class EventsTest : public ::testing::Test {
     Store& store = s->store;
 };
 
+// Build and rollout steps share the numbering with tag moves, survive a
+// reopen and wake waiters; their JSON is their fields plus id, type, name.
+TEST_F(EventsTest, AppendedStepsShareTheNumberingWithTagMoves) {
+    auto log = std::make_unique<EventLog>(store);
+    auto a = make_image(&s->blobs, "a");
+    store.put_manifest("app", a.manifest, kOciManifest, "latest");
+    std::atomic<bool> woken{false};
+    int64_t before = log->latest_id();
+    std::thread waiter([&] { woken = log->wait(before, 30s); });
+    int64_t id = log->append("BuildFinished", "app-2", "image change of base:latest",
+                             {{"result", "Complete"}, {"durationMs", 1500}});
+    waiter.join();
+    EXPECT_TRUE(woken);
+    EXPECT_EQ(id, before + 1);
+    store.put_manifest("app", make_image(&s->blobs, "b").manifest, kOciManifest, "latest");
+    log = std::make_unique<EventLog>(store);  // reopened: the same events
+    auto events = log->after(0);
+    ASSERT_EQ(events.size(), 3u);
+    EXPECT_EQ(events[0].type, "TagMoved");
+    EXPECT_EQ(events[1].id, id);
+    EXPECT_EQ(events[2].type, "TagMoved");
+    EXPECT_GT(events[2].id, id);
+    auto j = to_json(events[1]);
+    EXPECT_EQ(j["type"], "BuildFinished");
+    EXPECT_EQ(j["name"], "app-2");
+    EXPECT_EQ(j["cause"], "image change of base:latest");
+    EXPECT_EQ(j["result"], "Complete");
+    EXPECT_EQ(j["durationMs"], 1500);
+    EXPECT_EQ(j["resourceVersion"], std::to_string(id));
+    EXPECT_EQ(to_json(events[2])["repository"], "app") << "tag moves keep their fields";
+}
+
 TEST_F(EventsTest, EveryTagMoveIsANumberedEventWithItsPredecessor) {
     EventLog log(store);
     EXPECT_EQ(log.latest_id(), 0);
