@@ -9,9 +9,12 @@
 #include <thread>
 
 #include "engine/builder.hpp"
+#include "engine/git_source.hpp"
+#include "engine/trigger_graph.hpp"
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
 #include "registry/database.hpp"
+#include "registry/metrics.hpp"
 #include "registry/store.hpp"
 
 namespace cascade::engine {
@@ -54,6 +57,11 @@ ALTER TABLE builds ADD COLUMN cause_kind TEXT NOT NULL DEFAULT 'Manual';
 ALTER TABLE builds ADD COLUMN steps TEXT NOT NULL DEFAULT '[]';
 )sql";
 
+// The source revision built (git commit).
+const char* kSchema3 = R"sql(
+ALTER TABLE builds ADD COLUMN revision TEXT NOT NULL DEFAULT '';
+)sql";
+
 StepReport step_report_from_json(const nlohmann::json& j) {
     StepReport r;
     r.number = j.value("number", size_t{0});
@@ -87,12 +95,14 @@ BuildRecord record_from_row(const registry::Database::Row& r) {
     if (steps.is_array())
         for (const auto& s : steps)
             b.steps.push_back(step_report_from_json(s));
+    if (auto rev = as_text(r[15]); !rev.empty())
+        b.revision = nlohmann::json::parse(rev, nullptr, false);
     return b;
 }
 
 const char* kBuildColumns =
     "name, config, number, cause, phase, created, started, finished, image_digest, base_name, "
-    "base_digest, message, tag_moved, cause_kind, steps";
+    "base_digest, message, tag_moved, cause_kind, steps, revision";
 
 }  // namespace
 
@@ -140,6 +150,19 @@ nlohmann::json BuildConfigSpec::to_json() const {
                      {"successfulBuildsHistoryLimit", successful_builds_history_limit},
                      {"failedBuildsHistoryLimit", failed_builds_history_limit}};
     if (dockerfile_text) j["dockerfileText"] = *dockerfile_text;
+    if (!git_uri.empty())
+        j["git"] = {{"uri", git_uri}, {"ref", git_ref}, {"contextDir", git_context_dir}};
+    if (!env.empty()) {
+        j["env"] = nlohmann::json::array();
+        for (const auto& [k, v] : env)
+            j["env"].push_back({{"name", k}, {"value", v}});
+    }
+    if (!post_commit.empty())
+        j["postCommit"] = {{"script", post_commit.script},
+                           {"command", post_commit.command},
+                           {"args", post_commit.args}};
+    if (!generic_secrets.empty()) j["genericSecrets"] = generic_secrets;
+    if (!github_secrets.empty()) j["githubSecrets"] = github_secrets;
     return j;
 }
 
@@ -158,6 +181,21 @@ BuildConfigSpec BuildConfigSpec::from_json(const nlohmann::json& j) {
     s.no_cache = j.value("noCache", false);
     s.successful_builds_history_limit = j.value("successfulBuildsHistoryLimit", int64_t{5});
     s.failed_builds_history_limit = j.value("failedBuildsHistoryLimit", int64_t{5});
+    if (j.contains("git")) {
+        s.git_uri = j["git"].value("uri", "");
+        s.git_ref = j["git"].value("ref", "");
+        s.git_context_dir = j["git"].value("contextDir", "");
+    }
+    for (const auto& e : j.value("env", nlohmann::json::array()))
+        s.env.emplace_back(e.value("name", ""), e.value("value", ""));
+    if (j.contains("postCommit")) {
+        const auto& pc = j["postCommit"];
+        s.post_commit.script = pc.value("script", "");
+        s.post_commit.command = pc.value("command", std::vector<std::string>{});
+        s.post_commit.args = pc.value("args", std::vector<std::string>{});
+    }
+    s.generic_secrets = j.value("genericSecrets", std::vector<std::string>{});
+    s.github_secrets = j.value("githubSecrets", std::vector<std::string>{});
     return s;
 }
 
@@ -176,6 +214,7 @@ nlohmann::json BuildRecord::to_json() const {
             {"message", message},
             {"tagMoved", tag_moved},
             {"causeKind", engine::to_string(cause_kind)},
+            {"revision", revision},
             {"steps", [&] {
                  auto out = nlohmann::json::array();
                  for (const auto& s : steps)
@@ -195,6 +234,9 @@ struct BuildController::Impl {
     struct Pending {
         std::string build;  // build name
         std::string config;
+        // Queued by image changes only: the base tag and the digest it last
+        // moved to (a build of any other cause coalesced in clears them).
+        std::string image_tag, image_digest;
     };
     std::deque<Pending> queue;
     std::string running_config;
@@ -202,6 +244,7 @@ struct BuildController::Impl {
     std::shared_ptr<CancelToken> running_token;
     bool stopping = false;
     std::function<void(const std::string&, const std::string&)> sink;
+    std::function<void(const BuildRecord&)> hook;
     std::thread worker;
 
     Impl(registry::Store& s, registry::Database& d, Builder& b, std::filesystem::path logs)
@@ -214,6 +257,24 @@ struct BuildController::Impl {
             fn = sink;
         }
         if (fn) fn(kind, message);
+    }
+
+    // The build hook, with the build's record as stored now.
+    void notify(const std::string& build) {
+        std::function<void(const BuildRecord&)> fn;
+        {
+            std::lock_guard lock(mu);
+            fn = hook;
+        }
+        if (!fn) return;
+        auto r = db.row(std::string("SELECT ") + kBuildColumns + " FROM builds WHERE name = ?1",
+                        {build});
+        if (!r) return;
+        try {
+            fn(record_from_row(*r));
+        } catch (...) {
+            // A failing hook must not fail the build.
+        }
     }
 
     std::optional<BuildConfigSpec> load_config(const std::string& name) const {
@@ -239,6 +300,19 @@ struct BuildController::Impl {
 
     std::string base_of(const BuildConfigSpec& spec) const {
         try {
+            if (!spec.git_uri.empty() && !spec.dockerfile_text) {
+                // The Dockerfile is in the repository: the override replaces
+                // its final FROM, else the last build's base tells.
+                if (spec.from_override.empty()) {
+                    auto row = db.row(
+                        "SELECT base_name FROM builds WHERE config = ?1 AND base_name != '' "
+                        "ORDER BY number DESC LIMIT 1",
+                        {spec.name});
+                    return row ? registry::as_text((*row)[0]) : std::string();
+                }
+                return Builder::final_base("FROM scratch\n", spec.build_args, spec.from_override,
+                                           builder.options().local_domains);
+            }
             return Builder::final_base(dockerfile_text(spec), spec.build_args, spec.from_override,
                                        builder.options().local_domains);
         } catch (const std::exception&) {
@@ -246,19 +320,18 @@ struct BuildController::Impl {
         }
     }
 
-    // Config name → names of configs it builds FROM (directly).
+    GraphBuild graph_build(const BuildConfigSpec& spec) const {
+        GraphBuild g{spec.name, {}, spec.output_repository + ":" + spec.output_tag};
+        if (auto base = base_of(spec); !base.empty()) g.from.push_back(base);
+        return g;
+    }
+
+    // Config name → names of configs it builds FROM (directly): the trigger graph's.
     std::map<std::string, std::set<std::string>> dependencies() const {
-        auto configs = load_configs();
-        std::map<std::string, std::string> producer;  // "repo:tag" → config
-        for (auto& c : configs)
-            producer[c.output_repository + ":" + c.output_tag] = c.name;
-        std::map<std::string, std::set<std::string>> deps;
-        for (auto& c : configs) {
-            auto base = base_of(c);
-            auto it = producer.find(base);
-            if (it != producer.end() && it->second != c.name) deps[c.name].insert(it->second);
-        }
-        return deps;
+        std::vector<GraphBuild> nodes;
+        for (auto& c : load_configs())
+            nodes.push_back(graph_build(c));
+        return TriggerGraph(std::move(nodes)).dependencies();
     }
 
     // Whether `config` must wait: one of its (transitive) upstream configs is
@@ -286,10 +359,20 @@ struct BuildController::Impl {
 
     // Creates a build record and queues it, unless a queued build of the same
     // config exists (then that one is returned: coalesced).
-    std::string enqueue(const std::string& config, const std::string& cause, BuildCause kind) {
+    std::string enqueue(const std::string& config, const std::string& cause, BuildCause kind,
+                        const std::string& image_tag = {}, const std::string& image_digest = {}) {
         std::unique_lock lock(mu);
         for (auto& p : queue)
-            if (p.config == config) return p.build;
+            if (p.config == config) {
+                if (kind == BuildCause::ImageChange && !p.image_tag.empty()) {
+                    p.image_tag = image_tag;
+                    p.image_digest = image_digest;
+                } else {
+                    p.image_tag.clear();
+                    p.image_digest.clear();
+                }
+                return p.build;
+            }
         std::string name;
         db.transaction([&] {
             auto row = db.row("SELECT last_version FROM build_configs WHERE name = ?1", {config});
@@ -303,7 +386,10 @@ struct BuildController::Impl {
                 "VALUES (?1, ?2, ?3, ?4, ?5, 'New', ?6)",
                 {name, config, number, cause, to_string(kind), now_ms()});
         });
-        queue.push_back({name, config});
+        if (kind == BuildCause::ImageChange)
+            queue.push_back({name, config, image_tag, image_digest});
+        else
+            queue.push_back({name, config, {}, {}});
         cv.notify_all();
         lock.unlock();
         emit("BuildQueued", name + " (" + cause + ")");
@@ -369,12 +455,44 @@ struct BuildController::Impl {
         log << line << '\n';
     }
 
+    // A build's end in /metrics: cascade_builds_total{config,result} and its
+    // duration (counted when it goes out of scope; "failed" unless set).
+    struct BuildMetric {
+        std::string config;
+        std::string result = "failed";
+        std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+        ~BuildMetric() {
+            std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+            registry::metrics().build_finished(config, result, took.count());
+        }
+    };
+
+    // An image-change build whose config's last complete build already used
+    // that base digest (the tag moved while that build was resolving its
+    // FROM): it would build the same image again, so it is dropped, record
+    // and all.
+    bool already_built(const Pending& p) {
+        if (p.image_tag.empty() || p.image_digest.empty()) return false;
+        auto last = db.row(
+            "SELECT name, base_name, base_digest FROM builds WHERE config = ?1 AND phase = "
+            "'Complete' ORDER BY number DESC LIMIT 1",
+            {p.config});
+        if (!last || registry::as_text((*last)[2]) != p.image_digest) return false;
+        db.query("DELETE FROM builds WHERE name = ?1 AND phase = 'New'", {p.build});
+        emit("BuildSkipped", p.build + ": " + registry::as_text((*last)[0]) + " was built on " +
+                                 p.image_tag + " at " + p.image_digest + " already");
+        return true;
+    }
+
     void execute(const Pending& p, const std::shared_ptr<CancelToken>& token) {
+        if (already_built(p)) return;
         db.query("UPDATE builds SET phase = 'Pending' WHERE name = ?1", {p.build});
         auto spec = load_config(p.config);
         db.query("UPDATE builds SET phase = 'Running', started = ?1 WHERE name = ?2",
                  {now_ms(), p.build});
         emit("BuildStarted", p.build);
+        notify(p.build);
+        BuildMetric metric{p.config};  // counted for /metrics when the build ends
         fs::make_dirs(logs_dir);
         std::ofstream log(logs_dir / (p.build + ".log"), std::ios::app);
         auto write_log = [&](const std::string& line) {
@@ -385,6 +503,23 @@ struct BuildController::Impl {
             if (!spec) throw Error("build config \"" + p.config + "\" was deleted");
             BuildRequest req;
             req.context = spec->context;
+            // A git source: cloned into a scratch directory removed after the build.
+            std::optional<fs::TempDir> checkout;
+            if (!spec->git_uri.empty()) {
+                auto sources = logs_dir.parent_path() / "sources";
+                fs::make_dirs(sources);
+                checkout.emplace(sources, p.build + "-");
+                GitSource git{spec->git_uri, spec->git_ref};
+                auto rev = git_checkout(git, checkout->path() / "src",
+                                        "BuildConfig \"" + p.config + "\"", write_log);
+                db.query("UPDATE builds SET revision = ?1 WHERE name = ?2",
+                         {rev.to_json(git).dump(), p.build});
+                req.context = checkout->path() / "src" / spec->git_context_dir;
+                if (!std::filesystem::is_directory(req.context))
+                    throw Error("BuildConfig \"" + p.config + "\": spec.source.contextDir \"" +
+                                spec->git_context_dir + "\" is not a directory in commit " +
+                                rev.commit + " of " + spec->git_uri);
+            }
             req.dockerfile = spec->dockerfile;
             req.dockerfile_text = spec->dockerfile_text;
             req.build_args = spec->build_args;
@@ -393,6 +528,8 @@ struct BuildController::Impl {
             req.output_tag = spec->output_tag;
             req.cause = "build " + p.build;
             req.no_cache = spec->no_cache;
+            req.env = spec->env;
+            req.post_commit = spec->post_commit;
             req.log = write_log;
             req.cancel = token;
             auto steps = std::make_shared<nlohmann::json>(nlohmann::json::array());
@@ -410,6 +547,8 @@ struct BuildController::Impl {
                  int64_t(result.tag_moved ? 1 : 0), p.build});
             write_log("--> " + spec->output_repository + ":" + spec->output_tag + " " +
                       result.manifest_digest.str() + (result.tag_moved ? "" : " (unchanged)"));
+            metric.result = "complete";
+            notify(p.build);
             emit("BuildComplete", p.build + " " + result.manifest_digest.str() +
                                       (result.tag_moved ? "" : " (unchanged, no tag moved)"));
         } catch (const std::exception& e) {
@@ -424,6 +563,7 @@ struct BuildController::Impl {
                     "UPDATE builds SET phase = 'Failed', finished = ?1, message = ?2 "
                     "WHERE name = ?3",
                     {now_ms(), std::string("daemon stopped during the build"), p.build});
+                notify(p.build);
                 return;
             }
             if (token->cancelled()) {
@@ -431,12 +571,15 @@ struct BuildController::Impl {
                     "UPDATE builds SET phase = 'Cancelled', finished = ?1, message = ?2 "
                     "WHERE name = ?3",
                     {now_ms(), std::string("build cancelled"), p.build});
+                metric.result = "cancelled";
+                notify(p.build);
                 emit("BuildCancelled", p.build);
                 return;
             }
             db.query(
                 "UPDATE builds SET phase = 'Failed', finished = ?1, message = ?2 WHERE name = ?3",
                 {now_ms(), std::string(e.what()), p.build});
+            notify(p.build);
             emit("BuildFailed", p.build + ": " + e.what());
         }
     }
@@ -447,6 +590,7 @@ BuildController::BuildController(registry::Store& store, registry::Database& db,
     : impl_(std::make_unique<Impl>(store, db, builder, std::move(logs_dir))) {
     db.migrate("engine-builds-1", kSchema);
     db.migrate("engine-builds-2", kSchema2);
+    db.migrate("engine-builds-3", kSchema3);
     // Builds that were running when the daemon stopped can't be resumed;
     // builds that were queued are queued again.
     db.query(
@@ -454,7 +598,7 @@ BuildController::BuildController(registry::Store& store, registry::Database& db,
         "message = 'daemon stopped during the build' WHERE phase IN ('Running', 'Pending')",
         {now_ms()});
     for (auto& r : db.rows("SELECT name, config FROM builds WHERE phase = 'New' ORDER BY created"))
-        impl_->queue.push_back({registry::as_text(r[0]), registry::as_text(r[1])});
+        impl_->queue.push_back({registry::as_text(r[0]), registry::as_text(r[1]), {}, {}});
     impl_->worker = std::thread([this] { impl_->run_worker(); });
 }
 
@@ -516,6 +660,7 @@ bool BuildController::cancel(const std::string& build_name) {
             "message = 'cancelled before it started' WHERE name = ?2",
             {now_ms(), build_name});
         impl_->append_log(build_name, "build cancelled before it started");
+        impl_->notify(build_name);
         impl_->emit("BuildCancelled", build_name);
         impl_->prune(config);
         return true;
@@ -532,13 +677,23 @@ bool BuildController::cancel(const std::string& build_name) {
     return false;
 }
 
+bool BuildController::delete_build(const std::string& build_name) {
+    auto b = build(build_name);
+    if (!b) return false;
+    if (!b->finished_phase()) cancel(build_name);
+    impl_->db.query("DELETE FROM builds WHERE name = ?1", {build_name});
+    std::error_code ec;
+    std::filesystem::remove(impl_->logs_dir / (build_name + ".log"), ec);
+    return true;
+}
+
 void BuildController::on_tag_moved(const registry::TagEvent& event) {
     std::string moved = event.repository + ":" + event.tag;
     for (auto& c : impl_->load_configs()) {
         if (!c.image_change_trigger) continue;
         if (impl_->base_of(c) != moved) continue;
         impl_->enqueue(c.name, "image change of " + moved + " to " + event.new_digest.str(),
-                       BuildCause::ImageChange);
+                       BuildCause::ImageChange, moved, event.new_digest.str());
     }
 }
 
@@ -579,6 +734,10 @@ std::string BuildController::base_of(const BuildConfigSpec& spec) const {
     return impl_->base_of(spec);
 }
 
+GraphBuild BuildController::graph_build(const BuildConfigSpec& spec) const {
+    return impl_->graph_build(spec);
+}
+
 bool BuildController::idle() const {
     std::lock_guard lock(impl_->mu);
     return impl_->queue.empty() && impl_->running_config.empty();
@@ -594,6 +753,11 @@ void BuildController::set_event_sink(
     std::function<void(const std::string& kind, const std::string& message)> sink) {
     std::lock_guard lock(impl_->mu);
     impl_->sink = std::move(sink);
+}
+
+void BuildController::set_build_hook(std::function<void(const BuildRecord& build)> hook) {
+    std::lock_guard lock(impl_->mu);
+    impl_->hook = std::move(hook);
 }
 
 }  // namespace cascade::engine

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/builder.hpp"
+#include "engine/trigger_graph.hpp"
 
 namespace cascade::registry {
 class Store;
@@ -36,7 +37,11 @@ namespace cascade::engine {
 
 struct BuildConfigSpec {
     std::string name;
-    std::filesystem::path context;  // absolute
+    std::filesystem::path context;  // absolute; unused with a git source
+    // A git source (spec.source.git): cloned for each build, the context is
+    // git_context_dir inside the checkout.
+    std::string git_uri, git_ref;
+    std::string git_context_dir;  // relative, "" = the checkout's root
     std::string dockerfile = "Dockerfile";
     std::optional<std::string> dockerfile_text;  // inline Dockerfile
     std::string from_override;                   // "httpd-base:latest" or ""
@@ -46,6 +51,10 @@ struct BuildConfigSpec {
     bool image_change_trigger = true;
     bool config_change_trigger = true;
     bool no_cache = false;
+    std::vector<std::pair<std::string, std::string>> env;  // dockerStrategy.env
+    PostCommitHook post_commit;
+    // Generic and GitHub webhook triggers: their secrets (the URL's SECRET).
+    std::vector<std::string> generic_secrets, github_secrets;
     // Records kept per config, the newest first; older ones (and their logs)
     // are deleted when a build ends.
     int64_t successful_builds_history_limit = 5;
@@ -75,6 +84,9 @@ struct BuildRecord {
     std::string base_name, base_digest;
     std::string message;
     bool tag_moved = false;
+    // What was built from (OpenShift's spec.revision): {"type": "Git", "git":
+    // {"uri", "ref", "commit", "author", "message"}}; null for local sources.
+    nlohmann::json revision;
     std::vector<StepReport> steps;  // finished steps, in the order they finished
     nlohmann::json to_json() const;
     bool finished_phase() const {
@@ -95,6 +107,9 @@ class BuildController {
     // ConfigChange trigger is built.
     ApplyResult apply(const BuildConfigSpec& spec);
     bool remove(const std::string& name);
+    // Deletes a build's record and log, cancelling it first when it has not
+    // ended (`cascade delete build NAME-N`). False when there is no such build.
+    bool delete_build(const std::string& build_name);
 
     // Queues a build; returns its name ("httpd-base-3"). Throws when the
     // config does not exist.
@@ -113,6 +128,8 @@ class BuildController {
     std::filesystem::path log_path(const std::string& build_name) const;
     // The image stream tag a config builds FROM ("" for scratch or unknown).
     std::string base_of(const BuildConfigSpec& spec) const;
+    // The config as a node of the trigger graph (engine/trigger_graph.hpp).
+    GraphBuild graph_build(const BuildConfigSpec& spec) const;
 
     // True when no build is queued or running (waits up to timeout).
     bool wait_idle(std::chrono::milliseconds timeout);
@@ -120,6 +137,9 @@ class BuildController {
 
     void set_event_sink(
         std::function<void(const std::string& kind, const std::string& message)> sink);
+    // Called with the build's record when it starts running and when it ends
+    // (Complete, Failed, Cancelled), from the thread that changed it.
+    void set_build_hook(std::function<void(const BuildRecord& build)> hook);
 
   private:
     struct Impl;

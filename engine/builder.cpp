@@ -715,6 +715,15 @@ class BuildSession {
                             " of the base image failed: " + e.what());
             }
         }
+        // OpenShift's dockerStrategy.env: one ENV right after every FROM.
+        if (!request_.env.empty()) {
+            std::string history = "ENV";
+            for (const auto& [k, v] : request_.env) {
+                set_env(st.image.config.config.env, k, v);
+                history += " " + k + "=" + v;
+            }
+            add_history(st, history, true);
+        }
         finish_step(st, from_text, false, st.step_bytes, from_started);
 
         for (const auto& ins : stage.instructions) {
@@ -1021,20 +1030,7 @@ class BuildSession {
         fs_step(st, run_history(st, args), key, [&](StepMount& mount, const stdfs::path& dir) {
             if (script) bind_heredoc_script(script->name, script->content, dir, options, at);
             RunMounts run_mounts(mounts.first, mounts.second, dir, options);
-            if (network == runtime::NetworkMode::Host) {
-                // Copies, so a RUN step cannot write to the host's files.
-                for (const char* name : {"resolv.conf", "hosts"}) {
-                    auto host_file = stdfs::path("/etc") / name;
-                    auto copy = dir / name;
-                    std::error_code ec;
-                    if (!stdfs::exists(host_file, ec)) continue;
-                    fs::write_file_atomic(copy, fs::read_file(host_file), 0644);
-                    if (std::string(name) == "hosts")
-                        options.hosts = copy;
-                    else
-                        options.resolv_conf = copy;
-                }
-            }
+            if (network == runtime::NetworkMode::Host) host_network_files(dir, options);
             check_cancelled();
             int status = 0;
             {
@@ -1047,6 +1043,80 @@ class BuildSession {
                 throw Error(at + ": RUN " + abbreviate(ins.raw) + " failed with exit status " +
                             std::to_string(status));
         });
+    }
+
+    // Copies of the host's resolv.conf and hosts for a container on the host
+    // network, so that it cannot write to the host's files.
+    static void host_network_files(const stdfs::path& dir, runtime::BundleOptions& options) {
+        for (const char* name : {"resolv.conf", "hosts"}) {
+            auto host_file = stdfs::path("/etc") / name;
+            auto copy = dir / name;
+            std::error_code ec;
+            if (!stdfs::exists(host_file, ec)) continue;
+            fs::write_file_atomic(copy, fs::read_file(host_file), 0644);
+            if (std::string(name) == "hosts")
+                options.hosts = copy;
+            else
+                options.resolv_conf = copy;
+        }
+    }
+
+    // The post-commit hook's command line (OpenShift's BuildPostCommitSpec).
+    static std::vector<std::string> post_commit_args(const PostCommitHook& hook,
+                                                     const oci::ImageConfig& image) {
+        std::vector<std::string> args;
+        if (!hook.script.empty()) {
+            // $0 is /bin/sh, $1… are the args.
+            args = {"/bin/sh", "-ic", hook.script, "/bin/sh"};
+        } else if (!hook.command.empty()) {
+            args = hook.command;
+        } else {
+            if (image.config.entrypoint) args = *image.config.entrypoint;
+        }
+        args.insert(args.end(), hook.args.begin(), hook.args.end());
+        return args;
+    }
+
+    // Runs the post-commit hook in a temporary container of the new image;
+    // what it writes is thrown away. Throws when it does not exit with 0.
+    void run_post_commit(const StageState& st) {
+        const auto& hook = request_.post_commit;
+        auto args = post_commit_args(hook, st.image.config);
+        if (args.empty())
+            throw Error(
+                "postCommit: args alone are passed to the image's entrypoint, and the image has "
+                "none; use postCommit.command or postCommit.script");
+        log("POSTCOMMIT " + join(args));
+        runtime::BundleOptions options;
+        options.args = args;
+        options.env = st.image.config.config.env;
+        if (!env_value(options.env, "PATH"))
+            options.env.insert(options.env.begin(), std::string("PATH=") + kDefaultPath);
+        options.cwd = workdir_of(st);
+        options.user = st.image.config.config.user;
+        options.network =
+            request_.network_host ? runtime::NetworkMode::Host : runtime::NetworkMode::Own;
+        options.hostname = "cascade-build";
+        const auto id = "build-" + build_id_ + "-postcommit";
+        int status = 0;
+        {
+            StepDir dir(next_step_dir());
+            StepMount mount(layers_, st.image, dir.path);
+            if (options.network == runtime::NetworkMode::Host)
+                host_network_files(dir.path, options);
+            check_cancelled();
+            {
+                BuildStopper::Watch watch(*stopper_, id);
+                status = run_step_container(runc_, id, mount, options, stage_log());
+            }
+            mount.unmount();
+        }
+        check_cancelled();
+        if (status != 0)
+            throw Error("postCommit hook (" + abbreviate(join(args)) +
+                        ") failed with exit status " + std::to_string(status) +
+                        "; the tag was not moved");
+        log("--> postCommit hook passed");
     }
 
     // RUN --mount flags, expanded and parsed, and where their sources are.
@@ -1304,6 +1374,14 @@ class BuildSession {
             if (layer.urls.empty()) store_.link_blob(repo, layer.digest);
         auto digest = store_.put_manifest(
             repo, manifest_bytes, std::string(oci::media::kImageManifest), {}, request_.cause);
+        if (!request_.post_commit.empty()) {
+            try {
+                run_post_commit(st);
+            } catch (...) {
+                if (stopper_->cancelled()) throw Error("build cancelled");
+                throw;
+            }
+        }
         bool moved = !request_.output_tag.empty() &&
                      store_.set_tag(repo, request_.output_tag, digest, request_.cause);
         log("COMMIT " + repo + (request_.output_tag.empty() ? "" : ":" + request_.output_tag));

@@ -73,6 +73,18 @@ struct StepReport {
     int64_t bytes = 0;  // compressed size of the layer it wrote (0: none)
 };
 
+// OpenShift's postCommit: a command run in a temporary container of the
+// image just built, before its tag moves; a non-zero exit fails the build.
+// `script` runs as /bin/sh -ic SCRIPT /bin/sh ARGS...; else `command` + `args`
+// replaces the image's entrypoint; `args` alone go to the entrypoint.
+struct PostCommitHook {
+    std::string script;
+    std::vector<std::string> command;
+    std::vector<std::string> args;
+    bool empty() const { return script.empty() && command.empty() && args.empty(); }
+    bool operator==(const PostCommitHook&) const = default;
+};
+
 struct BuildRequest {
     std::filesystem::path context;
     // Dockerfile path relative to the context (or absolute); ignored when
@@ -88,7 +100,11 @@ struct BuildRequest {
     std::string output_tag = "latest";
     std::string cause = "build";  // recorded in the tag's history
     bool no_cache = false;
-    bool network_host = true;  // RUN steps use the host network unless false
+    // OpenShift's dockerStrategy.env: set after every FROM (as one ENV
+    // instruction would be), so RUN steps see them and the image keeps them.
+    std::vector<std::pair<std::string, std::string>> env;
+    PostCommitHook post_commit;  // empty: none
+    bool network_host = true;    // RUN steps use the host network unless false
     // Progress lines ("STEP 2/5: RUN …", "--> cached", …).
     std::function<void(const std::string&)> log;
     // Called after each step (from the thread that built its stage).

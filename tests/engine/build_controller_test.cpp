@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <mutex>
 
 #include "tests/engine/builder_fixture.hpp"
 
@@ -115,6 +117,105 @@ TEST_F(BuildControllerTest, UnchangedRebuildMovesNoTagAndTriggersNothing) {
     EXPECT_FALSE(a2->tag_moved);
     EXPECT_EQ(controller->builds("b").size(), 1u);
     EXPECT_EQ(store.tag_history("a", "latest").size(), 1u);
+}
+
+// A tag move as the store reports it (the controller only reads the tag).
+registry::TagEvent moved(const std::string& repo, int64_t generation, const oci::Digest& digest) {
+    return {repo, "latest", generation, digest, digest, "test", 0};
+}
+
+TEST_F(BuildControllerTest, MovesWhileADependentIsQueuedAreCoalescedIntoOneBuild) {
+    std::vector<std::string> hooked;  // "name phase", from the build hook
+    std::mutex hooked_mu;
+    controller->set_build_hook([&](const engine::BuildRecord& b) {
+        std::lock_guard lock(hooked_mu);
+        hooked.push_back(b.name + " " + b.phase);
+    });
+    controller->apply(config("a", "FROM scratch\nLABEL release=1\n"));
+    controller->apply(config("b", "FROM a\nLABEL b=1\n"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    ASSERT_EQ(controller->builds("b").size(), 1u);
+    ASSERT_NO_FATAL_FAILURE(start_slow_build());  // the worker is busy
+    auto a = store.tag_digest("a", "latest");
+    ASSERT_TRUE(a);
+    controller->on_tag_moved(moved("a", 2, *a));
+    controller->on_tag_moved(moved("a", 3, *a));
+    auto queued = controller->builds("b");
+    ASSERT_EQ(queued.size(), 2u) << "two moves while b waits: one build";
+    EXPECT_EQ(queued[1].phase, "New");
+    EXPECT_EQ(controller->start_build("b"), queued[1].name) << "a manual start joins it too";
+
+    EXPECT_TRUE(controller->cancel("slow-1"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    auto done = controller->builds("b");
+    ASSERT_EQ(done.size(), 2u);
+    EXPECT_EQ(done[1].phase, "Complete") << done[1].message;
+    std::lock_guard lock(hooked_mu);
+    for (const char* want : {"a-1 Running", "a-1 Complete", "b-1 Running", "b-1 Complete",
+                             "slow-1 Running", "slow-1 Cancelled", "b-2 Running", "b-2 Complete"})
+        EXPECT_EQ(std::count(hooked.begin(), hooked.end(), want), 1)
+            << want << " in " << ::testing::PrintToString(hooked);
+    EXPECT_LT(std::find(hooked.begin(), hooked.end(), "a-1 Complete"),
+              std::find(hooked.begin(), hooked.end(), "b-1 Running"));
+}
+
+// A move to the digest the dependent's last build already used (the tag moved
+// while that build was resolving its FROM) builds nothing: the queued build
+// is dropped with its record; a move to another digest still builds.
+TEST_F(BuildControllerTest, AnImageChangeToTheDigestAlreadyBuiltOnIsDropped) {
+    controller->apply(config("a", "FROM scratch\nLABEL release=1\n"));
+    controller->apply(config("b", "FROM a\nLABEL b=1\n"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    ASSERT_EQ(controller->builds("b").size(), 1u);
+    auto a = store.tag_digest("a", "latest");
+    ASSERT_TRUE(a);
+    EXPECT_EQ(controller->builds("b")[0].base_digest, a->str());
+    controller->on_tag_moved(moved("a", 2, *a));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    auto builds = controller->builds("b");
+    ASSERT_EQ(builds.size(), 1u) << builds.back().name << " " << builds.back().phase;
+    // A real change of a still rebuilds b.
+    controller->apply(config("a", "FROM scratch\nLABEL release=2\n"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    builds = controller->builds("b");
+    ASSERT_EQ(builds.size(), 2u);
+    EXPECT_EQ(builds[1].phase, "Complete") << builds[1].message;
+    EXPECT_EQ(builds[1].base_digest, store.tag_digest("a", "latest")->str());
+}
+
+TEST_F(BuildControllerTest, AMoveWhileADependentRunsMakesExactlyOneMoreBuildAfterIt) {
+    std::filesystem::copy_file("/bin/busybox", tmp.path() / "busybox");
+    controller->apply(config("a", "FROM scratch\nCOPY busybox /bin/busybox\n"));
+    auto b = config("b", "FROM a\nRUN [\"/bin/busybox\", \"sleep\", \"600\"]\n");
+    b.config_change_trigger = false;  // built by a's move
+    controller->apply(b);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+            auto r = controller->build("b-1");
+            return r && r->phase == "Running";
+        },
+        120s));
+    auto a = store.tag_digest("a", "latest");
+    ASSERT_TRUE(a);
+    // Two moves while b-1 runs: one build queued behind it, none beside it.
+    controller->on_tag_moved(moved("a", 2, *a));
+    controller->on_tag_moved(moved("a", 3, *a));
+    auto builds = controller->builds("b");
+    ASSERT_EQ(builds.size(), 2u);
+    EXPECT_EQ(builds[0].phase, "Running");
+    EXPECT_EQ(builds[1].phase, "New");
+    EXPECT_EQ(builds[1].cause_kind, engine::BuildCause::ImageChange);
+    // The next build of b is quick; b-1 is stopped.
+    b.dockerfile_text = "FROM a\nLABEL quick=1\n";
+    EXPECT_EQ(controller->apply(b), engine::BuildController::ApplyResult::Configured);
+    EXPECT_TRUE(controller->cancel("b-1"));
+    ASSERT_TRUE(controller->wait_idle(120s));
+    builds = controller->builds("b");
+    ASSERT_EQ(builds.size(), 2u) << "exactly one more build";
+    EXPECT_EQ(builds[0].phase, "Cancelled");
+    EXPECT_EQ(builds[1].phase, "Complete") << builds[1].message;
+    EXPECT_GE(builds[1].started, builds[0].finished) << "never two builds of b at once";
+    expect_nothing_running();
 }
 
 TEST_F(BuildControllerTest, FailedBuildIsRecordedWithItsLog) {

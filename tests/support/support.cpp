@@ -353,4 +353,15 @@ void make_htpasswd(const std::filesystem::path& file,
     }
 }
 
+std::string git(const std::filesystem::path& dir, const std::vector<std::string>& args) {
+    std::vector<std::string> argv{
+        "git", "-C", dir.string(), "-c", "user.name=Test", "-c", "user.email=test@example.com"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = run(argv);
+    EXPECT_EQ(r.exit_code, 0) << "git " << args.front() << ": " << r.err;
+    while (!r.out.empty() && r.out.back() == '\n')
+        r.out.pop_back();
+    return r.out;
+}
+
 }  // namespace cascade::test

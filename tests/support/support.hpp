@@ -106,4 +106,8 @@ TlsFiles make_self_signed_cert(const std::filesystem::path& dir);
 void make_htpasswd(const std::filesystem::path& file,
                    const std::vector<std::pair<std::string, std::string>>& users);
 
+// Runs `git -C dir args…` as the author "Test <test@example.com>"; a failure
+// fails the test. Returns git's stdout without trailing newlines.
+std::string git(const std::filesystem::path& dir, const std::vector<std::string>& args);
+
 }  // namespace cascade::test
