@@ -15,8 +15,11 @@
 #include <thread>
 
 #include "cli/objects.hpp"
+#include "cli/selector.hpp"
+#include "cli/template.hpp"
 #include "engine/build_controller.hpp"
 #include "engine/builder.hpp"
+#include "engine/impact.hpp"
 #include "oci/error.hpp"
 #include "oci/fs.hpp"
 #include "oci/image.hpp"
@@ -26,6 +29,7 @@
 #include "registry/gc.hpp"
 #include "registry/image_streams.hpp"
 #include "registry/importer.hpp"
+#include "registry/metrics.hpp"
 #include "registry/store.hpp"
 #include "runtime/deployment.hpp"
 #include "runtime/deployment_records.hpp"
@@ -133,6 +137,15 @@ json build_config_json(ApiContext& ctx, const engine::BuildConfigSpec& spec) {
     obj["status"] = {{"lastVersion", builds.empty() ? 0 : builds.back().number},
                      {"from", ctx.builds.base_of(spec)},
                      {"output", spec.output_repository + ":" + spec.output_tag}};
+    // The webhook URLs, with <secret> in place of the secret (like oc describe).
+    json hooks = json::array();
+    for (auto [type, path, secrets] : {std::tuple{"Generic", "generic", &spec.generic_secrets},
+                                       std::tuple{"GitHub", "github", &spec.github_secrets}})
+        if (!secrets->empty())
+            hooks.push_back({{"type", type},
+                             {"url", "http://" + ctx.listen + "/api/v1/buildconfigs/" + spec.name +
+                                         "/webhooks/<secret>/" + path}});
+    if (!hooks.empty()) obj["status"]["webhooks"] = hooks;
     return obj;
 }
 
@@ -149,6 +162,9 @@ json build_json(const engine::BuildRecord& b) {
     for (const auto& step : b.steps)
         status["steps"].push_back(engine::step_report_json(step));
     if (b.started && b.finished) status["duration"] = (b.finished - b.started) * 1000000;  // ns
+    json spec = {{"triggeredBy", json::array({{{"message", b.cause},
+                                               {"type", engine::to_string(b.cause_kind)}}})}};
+    if (b.revision.is_object()) spec["revision"] = b.revision;  // the git commit built
     return {{"apiVersion", "build.openshift.io/v1"},
             {"kind", "Build"},
             {"metadata",
@@ -156,10 +172,90 @@ json build_json(const engine::BuildRecord& b) {
               {"creationTimestamp", rfc3339_ms(b.created)},
               {"labels", {{"buildconfig", b.config}}},
               {"annotations", {{"openshift.io/build.number", std::to_string(b.number)}}}}},
-            {"spec",
-             {{"triggeredBy",
-               json::array({{{"message", b.cause}, {"type", engine::to_string(b.cause_kind)}}})}}},
+            {"spec", spec},
             {"status", status}};
+}
+
+// A build config's Generic or GitHub webhook (OpenShift's): the secret in
+// the URL must be one of the config's triggers of that type. A GitHub ping
+// starts nothing; a push (or a generic payload naming a git ref) to another
+// branch than the config's ref starts nothing either.
+void handle_build_webhook(ApiContext& ctx, const std::string& name, const std::string& secret,
+                          const std::string& type, const httplib::Request& req,
+                          httplib::Response& res) {
+    auto spec = ctx.builds.config(name);
+    if (!spec)
+        return send_error(
+            res, 404,
+            "build config \"" + name + "\" not found; `cascade get buildconfigs` lists them");
+    bool github = type == "github";
+    const auto& secrets = github ? spec->github_secrets : spec->generic_secrets;
+    const std::string label = github ? "GitHub" : "Generic";
+    if (secrets.empty())
+        return send_error(res, 403,
+                          "build config \"" + name + "\" has no " + label +
+                              " webhook trigger; add one to spec.triggers with a secret");
+    bool match = false;
+    for (const auto& s : secrets) {
+        // Compared in full whatever differs, not to tell how much matched.
+        unsigned diff = s.size() != secret.size();
+        for (size_t i = 0; i < secret.size(); i++)
+            diff |= static_cast<unsigned char>(secret[i]) ^
+                    static_cast<unsigned char>(i < s.size() ? s[i] : 0);
+        match = match || diff == 0;
+    }
+    if (!match)
+        return send_error(res, 403,
+                          "the secret does not match a " + label +
+                              " webhook trigger of build config \"" + name + "\"");
+
+    json payload = json::object();
+    std::string body = req.body;
+    if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0)
+        body = req.get_param_value("payload");
+    if (!body.empty()) {
+        payload = json::parse(body, nullptr, false);
+        if (payload.is_discarded() || !payload.is_object())
+            return send_error(res, 400,
+                              label + " webhook of build config \"" + name +
+                                  "\": the payload is not a JSON object");
+    }
+    std::string pushed_ref, commit;
+    if (github) {
+        auto event = req.get_header_value("X-GitHub-Event");
+        if (event == "ping")
+            return send_json(res, {{"kind", "Status"},
+                                   {"status", "Success"},
+                                   {"message", "pong: build config " + name + " is ready"},
+                                   {"code", 200}});
+        if (event != "push")
+            return send_error(res, 400,
+                              "GitHub webhook of build config \"" + name + "\": X-GitHub-Event \"" +
+                                  event + "\" is not handled (push, ping)");
+        pushed_ref = payload.value("ref", "");
+        commit = payload.value("after", "");
+    } else if (payload.contains("git") && payload["git"].is_object()) {
+        pushed_ref = payload["git"].value("ref", "");
+        commit = payload["git"].value("commit", "");
+    }
+    std::string cause = label + " webhook";
+    if (!pushed_ref.empty()) {
+        std::string branch = pushed_ref;
+        for (const char* prefix : {"refs/heads/", "refs/tags/"})
+            if (branch.rfind(prefix, 0) == 0) branch = branch.substr(std::strlen(prefix));
+        if (!spec->git_ref.empty() && branch != spec->git_ref)
+            return send_json(
+                res, {{"kind", "Status"},
+                      {"status", "Success"},
+                      {"message", "no build: " + pushed_ref + " is not the ref build config " +
+                                      name + " builds (" + spec->git_ref + ")"},
+                      {"code", 200}});
+        cause += ": " + pushed_ref + (commit.empty() ? "" : " at " + commit);
+    } else if (!commit.empty()) {
+        cause += ": commit " + commit;
+    }
+    auto build = ctx.builds.start_build(name, cause, engine::BuildCause::Webhook);
+    send_json(res, build_json(*ctx.builds.build(build)), 201);
 }
 
 // The applied object of a deployment: a DeploymentConfig or a Deployment.
@@ -279,13 +375,39 @@ std::string canonical_kind(std::string kind) {
         {"deploy", "deployments"},
         {"routes", "routes"},
         {"route", "routes"},
+        {"services", "services"},
+        {"service", "services"},
+        {"svc", "services"},
+        {"templates", "templates"},
+        {"template", "templates"},
     };
     auto it = aliases.find(kind);
     if (it == aliases.end())
         throw Error("unknown kind \"" + kind +
                     "\"; known: imagestreams (is), buildconfigs (bc), builds, deployments "
-                    "(deploymentconfigs, dc), routes");
+                    "(deploymentconfigs, dc), routes, services (svc), templates");
     return it->second;
+}
+
+// The applied objects of one kind, as applied (Service, Template), with
+// their creation time.
+std::vector<json> stored_objects(registry::Database& db, const std::string& kind) {
+    std::vector<json> out;
+    for (const auto& row :
+         db.rows("SELECT object, created FROM api_objects WHERE kind = ?1 ORDER BY name", {kind})) {
+        auto obj = json::parse(registry::as_text(row[0]));
+        if (obj.contains("metadata") && obj["metadata"].is_object() &&
+            !obj["metadata"].contains("creationTimestamp"))
+            obj["metadata"]["creationTimestamp"] = oci::rfc3339(registry::as_int(row[1]));
+        out.push_back(std::move(obj));
+    }
+    return out;
+}
+
+// A stream exists while it has a tag or an applied ImageStream (a deleted
+// stream's repository keeps its untagged manifests until GC).
+bool stream_exists(ApiContext& ctx, const std::string& name) {
+    return stored_object(ctx.db, "ImageStream", name).has_value() || !ctx.store.tags(name).empty();
 }
 
 std::vector<json> list_kind(ApiContext& ctx, const std::string& kind) {
@@ -300,13 +422,30 @@ std::vector<json> list_kind(ApiContext& ctx, const std::string& kind) {
              ctx.db.rows("SELECT name FROM api_objects WHERE kind = 'ImageStream'"))
             names.insert(registry::as_text(row[0]));
         for (const auto& repo : names)
-            items.push_back(image_stream_json(ctx, repo));
+            if (stream_exists(ctx, repo)) items.push_back(image_stream_json(ctx, repo));
     } else if (kind == "buildconfigs") {
         for (const auto& c : ctx.builds.configs())
             items.push_back(build_config_json(ctx, c));
     } else if (kind == "builds") {
-        for (const auto& b : ctx.builds.builds())
-            items.push_back(build_json(b));
+        // Builds carry their config's labels (as OpenShift's), so
+        // `-l app=app-a` finds them too.
+        std::map<std::string, json> config_labels;
+        for (const auto& bc : stored_objects(ctx.db, "BuildConfig"))
+            config_labels[bc["metadata"].value("name", "")] =
+                bc["metadata"].value("labels", json::object());
+        for (const auto& b : ctx.builds.builds()) {
+            auto obj = build_json(b);
+            auto it = config_labels.find(b.config);
+            if (it != config_labels.end() && it->second.is_object())
+                for (const auto& [k, v] : it->second.items())
+                    if (!obj["metadata"]["labels"].contains(k)) obj["metadata"]["labels"][k] = v;
+            obj["metadata"]["labels"]["openshift.io/build-config.name"] = b.config;
+            items.push_back(std::move(obj));
+        }
+    } else if (kind == "services") {
+        items = stored_objects(ctx.db, "Service");
+    } else if (kind == "templates") {
+        items = stored_objects(ctx.db, "Template");
     } else if (kind == "deployments") {
         for (const auto& d : ctx.deployments.list())
             items.push_back(deployment_json(ctx, d));
@@ -357,6 +496,163 @@ void apply_paused(ApiContext& ctx, const std::string& name, bool paused, bool be
     }
 }
 
+// The objects of `kinds` by name: the applied ones, replaced by those of
+// this request.
+std::map<std::string, json> objects_of(ApiContext& ctx, const std::vector<json>& items,
+                                       const std::vector<std::string>& kinds) {
+    std::map<std::string, json> out;
+    for (const auto& kind : kinds)
+        for (const auto& row :
+             ctx.db.rows("SELECT name, object FROM api_objects WHERE kind = ?1", {kind}))
+            out[registry::as_text(row[0])] = json::parse(registry::as_text(row[1]));
+    for (const auto& obj : items)
+        if (std::find(kinds.begin(), kinds.end(), obj.value("kind", "")) != kinds.end())
+            out[object_name(obj)] = obj;
+    return out;
+}
+
+// A Route whose spec.to is a Service: the one deployment the service's
+// selector picks (by spec.template.metadata.labels), with spec.port.targetPort
+// resolved through the service's ports (name or number) to a container port.
+std::string route_service_target(ApiContext& ctx, const std::vector<json>& items, const json& route,
+                                 json* warnings) {
+    std::string who = "Route \"" + object_name(route) + "\"";
+    std::string svc_name = route.value("/spec/to/name"_json_pointer, std::string());
+    auto services = objects_of(ctx, items, {"Service"});
+    auto it = services.find(svc_name);
+    if (it == services.end()) {
+        // No such Service: a deployment of that name (as before Services
+        // were applied) is the target.
+        if (objects_of(ctx, items, {"DeploymentConfig", "Deployment"}).count(svc_name))
+            return svc_name;
+        throw Error(who + ": spec.to names Service \"" + svc_name +
+                    "\", which is not applied, nor is a deployment of that name (apply the "
+                    "Service with the route, or first)");
+    }
+    auto svc = service_from_object(it->second);
+    std::string selector;
+    for (const auto& [k, v] : svc.selector)
+        selector += (selector.empty() ? "" : ",") + k + "=" + v;
+    std::vector<std::string> matches;
+    json chosen;
+    for (const auto& [name, dc] : objects_of(ctx, items, {"DeploymentConfig", "Deployment"})) {
+        std::map<std::string, std::string> labels;
+        auto lp = "/spec/template/metadata/labels"_json_pointer;
+        if (dc.contains(lp) && dc.at(lp).is_object())
+            for (const auto& [k, v] : dc.at(lp).items())
+                labels[k] = v.is_string() ? v.get<std::string>() : v.dump();
+        if (selector_matches(svc.selector, labels)) {
+            matches.push_back(name);
+            chosen = dc;
+        }
+    }
+    if (matches.empty())
+        throw Error(who + ": Service \"" + svc_name + "\" (selector " + selector +
+                    ") selects no DeploymentConfig or Deployment (by spec.template.metadata."
+                    "labels)");
+    if (matches.size() > 1) {
+        std::string list;
+        for (const auto& m : matches)
+            list += (list.empty() ? "" : ", ") + m;
+        throw Error(who + ": Service \"" + svc_name + "\" (selector " + selector +
+                    ") selects several deployments (" + list +
+                    "); a route goes to one: narrow the selector");
+    }
+    auto tp = "/spec/port/targetPort"_json_pointer;
+    if (!route.contains(tp)) return matches[0];
+    const auto& target = route.at(tp);
+    std::string wanted = target.is_string() ? target.get<std::string>() : target.dump();
+    const ServicePort* port = nullptr;
+    std::string known;
+    for (const auto& p : svc.ports) {
+        if (p.name == wanted || std::to_string(p.port) == wanted) port = &p;
+        known += (known.empty() ? "" : ", ") + (p.name.empty() ? "" : p.name + "/") +
+                 std::to_string(p.port);
+    }
+    if (!port)
+        throw Error(who + ": spec.port.targetPort \"" + wanted + "\" is not a port of Service \"" +
+                    svc_name + "\" (" + known + ")");
+    // The service port's targetPort: a container port number or name.
+    uint16_t container_port = 0, first = 0;
+    auto cp = "/spec/template/spec/containers/0/ports"_json_pointer;
+    if (chosen.contains(cp) && chosen.at(cp).is_array())
+        for (const auto& p : chosen.at(cp)) {
+            auto number = static_cast<uint16_t>(p.value("containerPort", 0));
+            if (first == 0) first = number;
+            if (p.value("name", "") == port->target_port ||
+                std::to_string(number) == port->target_port)
+                container_port = number;
+        }
+    if (container_port == 0)
+        throw Error(who + ": Service \"" + svc_name + "\" port " + std::to_string(port->port) +
+                    " targets \"" + port->target_port + "\", which is not a container port of " +
+                    matches[0] + " (spec.template.spec.containers[0].ports)");
+    if (warnings && container_port != first)
+        warnings->push_back(who + ": spec.port.targetPort resolves to container port " +
+                            std::to_string(container_port) + " of " + matches[0] +
+                            ", but routes forward to its first container port " +
+                            std::to_string(first));
+    return matches[0];
+}
+
+// The template of a deployment spec (what a ConfigChange trigger reacts to):
+// everything but the replica count and the image trigger's automatic flag.
+bool deployment_template_differs(runtime::DeploymentSpec a, runtime::DeploymentSpec b) {
+    a.replicas = b.replicas;
+    a.automatic = b.automatic;
+    return runtime::to_json(a) != runtime::to_json(b);
+}
+
+// Refuses objects that, with the stored build configs and image streams,
+// would make a cycle of image-change triggers (a cascade without end): 422
+// with the cycle spelled out.
+void refuse_trigger_cycle(ApiContext& ctx, const std::vector<json>& items) {
+    bool relevant = std::any_of(items.begin(), items.end(), [](const json& obj) {
+        auto kind = object_kind(obj);
+        return kind == "BuildConfig" || kind == "ImageStream";
+    });
+    if (!relevant) return;
+    auto aliases_of = [](const json& obj) {
+        std::vector<engine::GraphAlias> out;
+        for (const auto& a : image_stream_aliases_from_object(obj))
+            out.push_back({a.repository + ":" + a.tag, a.source_repository + ":" + a.source_tag});
+        return out;
+    };
+    std::map<std::string, engine::GraphBuild> builds;
+    for (const auto& c : ctx.builds.configs())
+        builds[c.name] = ctx.builds.graph_build(c);
+    std::map<std::string, std::vector<engine::GraphAlias>> aliases;  // by stream
+    for (const auto& row :
+         ctx.db.rows("SELECT name, object FROM api_objects WHERE kind = 'ImageStream'")) {
+        try {
+            aliases[registry::as_text(row[0])] = aliases_of(json::parse(registry::as_text(row[1])));
+        } catch (const std::exception&) {
+            // A stored stream that no longer parses has no aliases.
+        }
+    }
+    for (const auto& obj : items) {
+        auto kind = object_kind(obj);
+        if (kind == "BuildConfig") {
+            auto spec = build_config_from_object(obj);
+            builds[spec.name] = ctx.builds.graph_build(spec);
+        } else if (kind == "ImageStream") {
+            aliases[object_name(obj)] = aliases_of(obj);
+        }
+    }
+    std::vector<engine::GraphBuild> nodes;
+    for (auto& [name, b] : builds)
+        nodes.push_back(std::move(b));
+    std::vector<engine::GraphAlias> edges;
+    for (auto& [stream, list] : aliases)
+        edges.insert(edges.end(), list.begin(), list.end());
+    if (auto cycle = engine::TriggerGraph(std::move(nodes), std::move(edges)).find_cycle())
+        throw HttpError(422,
+                        "image-change triggers would form a cycle: " + engine::spell_cycle(*cycle) +
+                            "; each build would start the next forever. Nothing was "
+                            "applied: change a BuildConfig's FROM (strategy.dockerStrategy."
+                            "from) or output, or an ImageStream tag's from");
+}
+
 // Applies the objects (all validated first; nothing changes when one is
 // wrong). Warnings (fields that are ignored, ...) are appended to `warnings`.
 json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
@@ -365,6 +661,9 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
     for (auto& obj : items) {
         auto kind = object_kind(obj);
         auto name = object_name(obj);
+        object_labels(obj);
+        for (auto& w : unknown_field_warnings(obj))
+            warnings.push_back(std::move(w));
         if (kind == "BuildConfig") {
             build_config_from_object(obj);
         } else if (kind == "DeploymentConfig" || kind == "Deployment") {
@@ -388,14 +687,26 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
             if (!added && it->second != name)
                 throw HttpError(409, "Route \"" + name + "\": spec.host " + hostname +
                                          " is also the host of route " + it->second);
+            if (route_target_kind(obj) == "Service")
+                route_service_target(ctx, items, obj, &warnings);
         } else if (kind == "ImageStream") {
             image_stream_imports_from_object(obj);
+            image_stream_aliases_from_object(obj);
+            image_stream_lookup_local(obj);
+        } else if (kind == "Service") {
+            service_from_object(obj);
+        } else if (kind == "Template") {
+            throw Error("Template \"" + name +
+                        "\": a template is processed by the client: `cascade apply -f FILE "
+                        "--param NAME=VALUE` creates its objects, `cascade create -f FILE` "
+                        "stores it for `cascade new-app --template=NAME`");
         } else {
             throw Error("kind \"" + kind +
                         "\" is not supported; supported kinds: BuildConfig, DeploymentConfig, "
-                        "Deployment, Route, ImageStream, List");
+                        "Deployment, Route, Service, ImageStream, List");
         }
     }
+    refuse_trigger_cycle(ctx, items);
     std::stable_sort(items.begin(), items.end(), [](const json& a, const json& b) {
         return kind_order(a["kind"]) < kind_order(b["kind"]);
     });
@@ -411,11 +722,28 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
         } else if (kind == "DeploymentConfig" || kind == "Deployment") {
             bool paused = deployment_paused(obj);
             apply_paused(ctx, name, paused, true, warnings);
-            ctx.deployments.apply(deployment_from_object(obj));
+            auto spec = deployment_from_object(obj);
+            auto current = ctx.deployments.get(name);
+            if (current && !deployment_config_change(obj) &&
+                deployment_template_differs(spec, current->spec)) {
+                // No ConfigChange trigger: the new template is recorded (the
+                // stored object) and rolls out with `rollout latest`.
+                warnings.push_back(kind + " \"" + name +
+                                   "\": the template changed but there is no ConfigChange "
+                                   "trigger: recorded, not rolled out (`cascade rollout latest " +
+                                   name + "` rolls it out)");
+                auto kept = current->spec;
+                kept.replicas = spec.replicas;
+                kept.automatic = spec.automatic;
+                spec = kept;
+            }
+            ctx.deployments.apply(spec);
             apply_paused(ctx, name, paused, false, warnings);
             if (paused && !old) apply_paused(ctx, name, paused, true, warnings);
         } else if (kind == "Route") {
             auto route = route_from_object(obj);
+            if (route_target_kind(obj) == "Service")
+                route.deployment = route_service_target(ctx, items, obj, nullptr);
             if (route.port == 0) {
                 // Keep the port a route already has; else pick a free one.
                 for (const auto& r : ctx.deployments.routes())
@@ -436,6 +764,19 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
         if (kind == "ImageStream" && result != "unchanged" && ctx.importer)
             for (const auto& spec : image_stream_imports_from_object(obj))
                 ctx.importer->enqueue(spec);
+        // An alias starts at its source's current digest (and follows it:
+        // follow_image_stream_aliases).
+        if (kind == "ImageStream" && result != "unchanged")
+            for (const auto& a : image_stream_aliases_from_object(obj)) {
+                auto source = a.source_repository + ":" + a.source_tag;
+                if (!ctx.store.tag_digest(a.source_repository, a.source_tag)) continue;
+                try {
+                    registry::tag_image(ctx.store, source, a.repository + ":" + a.tag);
+                } catch (const std::exception& e) {
+                    warnings.push_back("ImageStream \"" + name + "\": tag " + a.tag +
+                                       " (alias of " + source + "): " + e.what());
+                }
+            }
         results.push_back({{"kind", kind}, {"name", name}, {"result", result}});
     }
     return results;
@@ -794,6 +1135,80 @@ void handle_events(ApiContext& ctx, const httplib::Request& req, httplib::Respon
         });
 }
 
+// GET /api/v1/impact?image=NAME[:TAG|@DIGEST]: every image and replica
+// built on the image (directly or through other images), current or not.
+void handle_impact(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string image = req.get_param_value("image");
+    if (image.empty())
+        throw HttpError(400, "impact: the image parameter is missing (?image=NAME[:TAG|@DIGEST])");
+    engine::ImpactInput in;
+    in.target_repository = engine::repository_of(image);
+    std::string tag = "latest", digest;
+    if (auto at = image.find('@'); at != std::string::npos) {
+        digest = image.substr(at + 1);
+    } else {
+        auto colon = image.rfind(':');
+        auto slash = image.rfind('/');
+        if (colon != std::string::npos && (slash == std::string::npos || colon > slash))
+            tag = image.substr(colon + 1);
+    }
+    const auto& repo = in.target_repository;
+    if (!ctx.store.has_repository(repo))
+        throw HttpError(404, "impact: no image stream \"" + repo +
+                                 "\" in this registry; `cascade get is` lists them");
+    if (!digest.empty()) {
+        if (!oci::Digest::try_parse(digest) || !ctx.store.resolve(repo, digest))
+            throw HttpError(404, "impact: " + repo + " has no manifest " + digest);
+        in.current_digest = digest;
+        auto tags = ctx.store.tags(repo);
+        if (std::find(tags.begin(), tags.end(), "latest") == tags.end() && !tags.empty())
+            tag = tags.front();
+        in.target = repo + "@" + digest;
+    } else {
+        auto current = ctx.store.tag_digest(repo, tag);
+        if (!current)
+            throw HttpError(404, "impact: " + repo + " has no tag " + tag +
+                                     "; `cascade describe is " + repo + "` lists its tags");
+        in.current_digest = current->str();
+        in.target = repo + ":" + tag;
+    }
+    for (const auto& h : ctx.store.tag_history(repo, tag))  // newest first
+        in.generations.emplace(h.digest.str(), h.generation);
+    // A digest's base: its build record, else its manifest's annotations.
+    std::map<std::string, engine::ImpactBase> bases;
+    for (const auto& b : ctx.builds.builds())
+        if (b.phase == "Complete" && !b.image_digest.empty() && !b.base_digest.empty())
+            bases[b.image_digest] = {b.base_name, b.base_digest};
+    auto repositories = ctx.store.repositories();
+    in.base_of = [&](const std::string& d) -> std::optional<engine::ImpactBase> {
+        if (auto it = bases.find(d); it != bases.end()) return it->second;
+        for (const auto& r : repositories) {
+            auto m = ctx.store.resolve(r, d);
+            if (!m) continue;
+            auto doc = json::parse(ctx.store.manifest_bytes(*m), nullptr, false);
+            auto annotations = doc.is_object() ? doc.value("annotations", json::object()) : json();
+            if (!annotations.is_object()) break;
+            std::string base_digest =
+                annotations.value(std::string(oci::kAnnotationBaseDigest), std::string());
+            if (base_digest.empty()) break;
+            engine::ImpactBase base{
+                annotations.value(std::string(oci::kAnnotationBaseName), std::string()),
+                base_digest};
+            bases[d] = base;
+            return base;
+        }
+        return std::nullopt;
+    };
+    for (const auto& r : repositories)
+        for (const auto& t : ctx.store.tags(r))
+            if (auto d = ctx.store.tag_digest(r, t)) in.images.emplace_back(r + ":" + t, d->str());
+    for (const auto& d : ctx.deployments.list())
+        for (const auto& r : d.replicas)
+            in.replicas.push_back(
+                {d.spec.name, r.index, r.image_digest.str(), r.state, r.container_id});
+    send_json(res, engine::compute_impact(in).to_json());
+}
+
 // POST /api/v1/gc[?dryRun=true]
 void handle_gc(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
     if (!ctx.gc) return send_error(res, 503, "garbage collection is not available in this daemon");
@@ -884,6 +1299,17 @@ void handle_rollout(ApiContext& ctx, const httplib::Request& req, httplib::Respo
     } else if (action == "restart") {
         controller_call([&] { ctx.deployments.restart(name); });
         done = "restarted";
+    } else if (action == "latest") {
+        // The applied template (held back without a ConfigChange trigger),
+        // else the same template again: a new revision either way.
+        auto obj = stored_deployment(ctx.db, name);
+        auto spec = obj ? deployment_from_object(*obj) : d.spec;
+        spec.replicas = d.spec.replicas;
+        if (deployment_template_differs(spec, d.spec))
+            controller_call([&] { ctx.deployments.apply(spec); });
+        else
+            controller_call([&] { ctx.deployments.restart(name); });
+        done = "rolled out";
     } else if (action == "retry") {
         controller_call([&] { ctx.deployments.retry(name); });
         done = "retried";
@@ -906,8 +1332,8 @@ void handle_rollout(ApiContext& ctx, const httplib::Request& req, httplib::Respo
         controller_call([&] { ctx.deployments.undo(name, to); });
         done = "rolled back";
     } else {
-        throw HttpError(
-            404, "unknown rollout action \"" + action + "\" (pause, resume, restart, retry, undo)");
+        throw HttpError(404, "unknown rollout action \"" + action +
+                                 "\" (pause, resume, restart, latest, retry, undo)");
     }
     json out = deployment_json(ctx, deployment_or_404(ctx, name));
     out["result"] = done;
@@ -1028,11 +1454,120 @@ void publish_hostnames(ApiContext& ctx) {
     }
 }
 
+// ---- delete (DELETE /api/v1/KIND/NAME, DELETE /api/v1/KIND?labelSelector=) ----
+
+// The kinds `delete all` removes, in this order: build configs first (so no
+// build moves a tag meanwhile), what runs, then the streams. Templates are
+// not part of `all` (as in OpenShift).
+const std::vector<std::string> kAllKinds = {"buildconfigs", "builds",   "deployments",
+                                            "routes",       "services", "imagestreams"};
+
+// "deploymentconfigs.apps.openshift.io", as oc names a resource in messages.
+std::string qualified_resource(const std::string& resource) {
+    static const std::map<std::string, std::string> groups = {
+        {"imagestreams", "imagestreams.image.openshift.io"},
+        {"buildconfigs", "buildconfigs.build.openshift.io"},
+        {"builds", "builds.build.openshift.io"},
+        {"deployments", "deploymentconfigs.apps.openshift.io"},
+        {"routes", "routes.route.openshift.io"},
+        {"templates", "templates.template.openshift.io"}};
+    auto it = groups.find(resource);
+    return it == groups.end() ? resource : it->second;
+}
+
+void erase_stored(registry::Database& db, const std::string& kind, const std::string& name) {
+    db.query("DELETE FROM api_objects WHERE kind = ?1 AND name = ?2", {kind, name});
+}
+
+// Deletes one listed object of `resource` with what runs for it: a
+// deployment's replicas (stopped and removed), a route's listener, a build
+// config's queued and running builds and their records, a stream's tags
+// (its blobs are left to the garbage collector). Returns {kind, name}.
+json delete_object(ApiContext& ctx, const std::string& resource, const json& item) {
+    std::string name = item["metadata"]["name"];
+    std::string kind = item.value("kind", "");
+    if (resource == "deployments") {
+        ctx.deployments.remove(name);
+        erase_stored(ctx.db, "DeploymentConfig", name);
+        erase_stored(ctx.db, "Deployment", name);
+    } else if (resource == "routes") {
+        ctx.deployments.remove_route(name);
+        erase_stored(ctx.db, "Route", name);
+    } else if (resource == "buildconfigs") {
+        ctx.builds.remove(name);  // drops its queued builds
+        for (const auto& b : ctx.builds.builds(name))
+            ctx.builds.delete_build(b.name);  // cancels a running one
+        erase_stored(ctx.db, "BuildConfig", name);
+    } else if (resource == "builds") {
+        ctx.builds.delete_build(name);
+    } else if (resource == "imagestreams") {
+        for (const auto& tag : ctx.store.tags(name))
+            ctx.store.delete_tag(name, tag);
+        erase_stored(ctx.db, "ImageStream", name);
+    } else if (resource == "services") {
+        erase_stored(ctx.db, "Service", name);
+    } else if (resource == "templates") {
+        erase_stored(ctx.db, "Template", name);
+    } else {
+        throw HttpError(405, "cannot delete " + resource);
+    }
+    return {{"kind", kind}, {"name", name}, {"resource", resource}};
+}
+
+json deleted_list(json items) {
+    return {{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(items)}};
+}
+
+void handle_delete_one(ApiContext& ctx, const std::string& kind_text, const std::string& name,
+                       httplib::Response& res) {
+    auto resource = canonical_kind(kind_text);
+    std::optional<json> found;
+    if (resource == "imagestreams") {
+        if (stream_exists(ctx, name)) found = image_stream_json(ctx, name);
+    } else {
+        for (auto& item : list_kind(ctx, resource))
+            if (item["metadata"]["name"] == name) found = std::move(item);
+    }
+    if (!found) throw HttpError(404, qualified_resource(resource) + " \"" + name + "\" not found");
+    send_json(res, deleted_list(json::array({delete_object(ctx, resource, *found)})));
+}
+
+// ?labelSelector=SEL (or ?all=true for every object of the kind); KIND may
+// be `all`.
+void handle_delete_many(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+    std::string kind_text = req.matches[1];
+    std::string text = req.has_param("labelSelector") ? req.get_param_value("labelSelector") : "";
+    auto selector = LabelSelector::parse(text);
+    if (selector.empty() && !flag_param(req, "all"))
+        throw HttpError(400, "delete " + kind_text +
+                                 ": name the objects, or select them with a label selector "
+                                 "(-l app=NAME), or pass --all");
+    std::vector<std::string> resources =
+        kind_text == "all" ? kAllKinds : std::vector<std::string>{canonical_kind(kind_text)};
+    json deleted = json::array();
+    for (const auto& resource : resources)
+        for (const auto& item : list_kind(ctx, resource))
+            if (selector.matches_object(item))
+                deleted.push_back(delete_object(ctx, resource, item));
+    send_json(res, deleted_list(std::move(deleted)));
+}
+
 }  // namespace
 
 void register_api_routes(httplib::Server& server, ApiContext& ctx) {
     ctx.db.migrate("api-objects-1", kSchema);
     publish_hostnames(ctx);
+
+    // Prometheus text format 0.0.4: the counters of registry/metrics.hpp and
+    // the replicas of each deployment by state.
+    server.Get("/metrics", guarded([&ctx](const httplib::Request&, httplib::Response& res) {
+                   registry::Metrics::Gauges replicas;
+                   for (const auto& d : ctx.deployments.list())
+                       for (const auto& r : d.replicas)
+                           replicas[{d.spec.name, r.state}]++;
+                   res.set_content(registry::metrics().render(replicas),
+                                   "text/plain; version=0.0.4; charset=utf-8");
+               }));
 
     server.Post(R"(/api/v1/(?:deployments|deployment|deploymentconfigs|dc)/([^/]+)/scale)",
                 guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
@@ -1086,10 +1621,44 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                     std::vector<json> items;
                     for (const auto& item : body.value("items", json::array()))
                         items.push_back(item);
+                    // `cascade create`: nothing is applied when one object exists (as oc).
+                    if (req.get_param_value("create") == "true")
+                        for (const auto& item : items) {
+                            auto kind = object_kind(item);
+                            auto name = object_name(item);
+                            if (stored_object(ctx.db, kind, name) ||
+                                (kind == "ImageStream" && stream_exists(ctx, name)))
+                                throw HttpError(409, "AlreadyExists: " + kind + " \"" + name +
+                                                         "\" already exists; `cascade apply -f` "
+                                                         "updates it, or delete it first");
+                        }
                     json warnings = json::array();
                     auto results = apply_objects(ctx, std::move(items), warnings);
                     send_json(res, {{"results", results}, {"warnings", warnings}});
                 }));
+
+    // `cascade create -f` of a Template: stored for `cascade new-app --template=NAME`
+    // (GET /api/v1/templates[/NAME] lists them), never processed here.
+    server.Post(
+        "/api/v1/templates", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+            json tmpl = json::parse(req.body);
+            validate_template(tmpl);
+            auto name = object_name(tmpl);
+            tmpl.erase("status");
+            if (stored_object(ctx.db, "Template", name))
+                throw HttpError(409, "AlreadyExists: Template \"" + name +
+                                         "\" already exists; delete it first to store "
+                                         "another version");
+            ctx.db.query(
+                "INSERT INTO api_objects (kind, name, object, created) VALUES (?1, ?2, "
+                "?3, ?4)",
+                {std::string("Template"), name, tmpl.dump(), static_cast<int64_t>(time(nullptr))});
+            send_json(
+                res,
+                {{"results",
+                  json::array({{{"kind", "Template"}, {"name", name}, {"result", "created"}}})}},
+                201);
+        }));
 
     server.Post(R"(/api/v1/buildconfigs/([^/]+)/instantiate)",
                 guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
@@ -1103,15 +1672,28 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                     send_json(res, build_json(*ctx.builds.build(build)), 201);
                 }));
 
-    // A generic webhook (OpenShift's): POST starts a build caused by "webhook".
-    server.Post(R"(/api/v1/buildconfigs/([^/]+)/webhooks/generic)",
+    // Webhooks (OpenShift's): .../buildconfigs/NAME/webhooks/SECRET/generic|github,
+    // also under OpenShift's own path (any namespace).
+    server.Post(R"(/api/v1/buildconfigs/([^/]+)/webhooks/([^/]+)/(generic|github))",
                 guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                    handle_build_webhook(ctx, req.matches[1], req.matches[2], req.matches[3], req,
+                                         res);
+                }));
+    server.Post(
+        R"(/apis/build.openshift.io/v1/namespaces/[^/]+/buildconfigs/([^/]+)/webhooks/([^/]+)/(generic|github))",
+        guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+            handle_build_webhook(ctx, req.matches[1], req.matches[2], req.matches[3], req, res);
+        }));
+    // The webhook URL without a secret (before triggers had secrets): refused.
+    server.Post(R"(/api/v1/buildconfigs/([^/]+)/webhooks/(generic|github))",
+                guarded([](const httplib::Request& req, httplib::Response& res) {
                     std::string name = req.matches[1];
-                    if (!ctx.builds.config(name))
-                        return send_error(res, 404, "build config \"" + name + "\" not found");
-                    auto build = ctx.builds.start_build(name, "webhook (generic)",
-                                                        engine::BuildCause::Webhook);
-                    send_json(res, build_json(*ctx.builds.build(build)), 201);
+                    send_error(res, 403,
+                               "a webhook URL names its secret: POST /api/v1/buildconfigs/" + name +
+                                   "/webhooks/SECRET/" + std::string(req.matches[2]) +
+                                   " with the secret of a " +
+                                   (req.matches[2] == "github" ? "GitHub" : "Generic") +
+                                   " trigger in spec.triggers");
                 }));
 
     server.Post(R"(/api/v1/imagestreams/([^/]+)/import)",
@@ -1146,6 +1728,10 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
     server.Post("/api/v1/tag", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
                     handle_tag(ctx, req, res);
                 }));
+    server.Get("/api/v1/impact",
+               guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                   handle_impact(ctx, req, res);
+               }));
     server.Get("/api/v1/events",
                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
                    handle_events(ctx, req, res);
@@ -1158,20 +1744,25 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
     server.Get(R"(/api/v1/(imagestreams|imagestream|is)/(.+))",
                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
                    std::string name = req.matches[2];
-                   if (!ctx.store.has_repository(name))
+                   if (!stream_exists(ctx, name))
                        return send_error(res, 404,
                                          "imagestreams \"" + name +
                                              "\" not found; `cascade get imagestreams` lists them");
                    send_json(res, image_stream_json(ctx, name));
                }));
 
-    server.Get(R"(/api/v1/([a-z]+))",
-               guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
-                   auto kind = canonical_kind(req.matches[1]);
-                   auto list = list_of(list_kind(ctx, kind));
-                   list["resource"] = kind;  // the canonical name, for clients' tables
-                   send_json(res, list);
-               }));
+    server.Get(
+        R"(/api/v1/([a-z]+))", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+            auto kind = canonical_kind(req.matches[1]);
+            auto items = list_kind(ctx, kind);
+            if (req.has_param("labelSelector")) {
+                auto selector = LabelSelector::parse(req.get_param_value("labelSelector"));
+                std::erase_if(items, [&](const json& o) { return !selector.matches_object(o); });
+            }
+            auto list = list_of(std::move(items));
+            list["resource"] = kind;  // the canonical name, for clients' tables
+            send_json(res, list);
+        }));
 
     server.Get(R"(/api/v1/([a-z]+)/([^/]+))",
                guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
@@ -1181,6 +1772,44 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                        if (item["metadata"]["name"] == name) return send_json(res, item);
                    send_error(res, 404, kind + " \"" + name + "\" not found");
                }));
+
+    // DELETE: one object (stream names may contain '/'), or those a label
+    // selector picks (KIND may be `all`); answers a List of what was deleted.
+    server.Delete(R"(/api/v1/(imagestreams|imagestream|is)/(.+))",
+                  guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                      handle_delete_one(ctx, req.matches[1], req.matches[2], res);
+                  }));
+    server.Delete(R"(/api/v1/([a-z]+)/([^/]+))",
+                  guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                      handle_delete_one(ctx, req.matches[1], req.matches[2], res);
+                  }));
+    server.Delete(R"(/api/v1/([a-z]+))",
+                  guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+                      handle_delete_many(ctx, req, res);
+                  }));
+}
+
+void follow_image_stream_aliases(registry::Store& store, registry::Database& db,
+                                 const registry::TagEvent& event) {
+    for (const auto& row : db.rows("SELECT object FROM api_objects WHERE kind = 'ImageStream'")) {
+        std::vector<ImageStreamAlias> aliases;
+        try {
+            aliases = image_stream_aliases_from_object(json::parse(registry::as_text(row[0])));
+        } catch (const std::exception&) {
+            continue;  // validated when applied
+        }
+        for (const auto& a : aliases) {
+            if (a.source_repository != event.repository || a.source_tag != event.tag) continue;
+            try {
+                registry::tag_image(store, event.repository + ":" + event.tag,
+                                    a.repository + ":" + a.tag);
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "cascade: alias %s:%s of %s:%s did not follow: %s\n",
+                             a.repository.c_str(), a.tag.c_str(), event.repository.c_str(),
+                             event.tag.c_str(), e.what());
+            }
+        }
+    }
 }
 
 std::vector<registry::ImportSpec> image_stream_imports(registry::Database& db) {

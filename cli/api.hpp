@@ -16,6 +16,7 @@ class Store;
 class Database;
 class Importer;
 struct ImportSpec;
+struct TagEvent;
 class EventLog;
 class GarbageCollector;
 }  // namespace cascade::registry
@@ -55,6 +56,13 @@ struct ApiContext {
 // Creates the object tables and registers the /api/v1/ routes; gives the
 // routes recovered by the deployment controller their hostnames again.
 void register_api_routes(httplib::Server& server, ApiContext& ctx);
+
+// ImageStream tags that are aliases (spec.tags[].from.kind ImageStreamTag) of
+// the tag that moved follow it: moved to the same digest, cause "tag
+// <source>". Called from the store's subscription (aliases of aliases follow
+// through the moves this makes).
+void follow_image_stream_aliases(registry::Store& store, registry::Database& db,
+                                 const registry::TagEvent& event);
 
 // Every image stream tag that follows an external image, from the applied
 // ImageStream objects (for the import schedule).

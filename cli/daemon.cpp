@@ -17,6 +17,7 @@
 
 #include "cli/api.hpp"
 #include "cli/config.hpp"
+#include "cli/event_hooks.hpp"
 #include "engine/build_cache.hpp"
 #include "engine/build_controller.hpp"
 #include "engine/builder.hpp"
@@ -208,14 +209,17 @@ int serve(const ServeOptions& options) {
     engine::BuildCache build_cache(db, blobs, config.build_cache_max_bytes);
     engine::Builder builder(store, layers, runc, root / "builds" / "work");
     builder.set_cache(&build_cache);
+    // Tag-move, build and rollout events (watch stream, webhooks); before the
+    // controllers, which record into it until they stop.
+    registry::EventLog events(store);
     engine::BuildController builds(store, db, builder, root / "builds" / "logs");
     runtime::DeploymentController deployments(store, db, containers, router);
     builds.set_event_sink(log_line);
     deployments.set_event_sink(log_line);
+    install_event_hooks(events, builds, deployments);
     deployments.recover();
 
-    // Tag-move events (watch stream, webhooks) and garbage collection.
-    registry::EventLog events(store);
+    // Webhooks and garbage collection.
     std::vector<registry::WebhookEndpoint> endpoints;
     for (const auto& w : config.notifications)
         endpoints.push_back({w.name, w.url, w.headers, w.timeout_seconds, w.max_attempts});
@@ -258,6 +262,7 @@ int serve(const ServeOptions& options) {
                                  " → " + e.new_digest.short_hex() + " (" + e.cause + ")");
         builds.on_tag_moved(e);
         deployments.on_tag_moved(e);
+        follow_image_stream_aliases(store, db, e);  // ImageStreamTag aliases move along
     });
 
     server.new_task_queue = [] { return new httplib::ThreadPool(64); };

@@ -21,6 +21,8 @@
 
 #include "cli/daemon.hpp"
 #include "cli/objects.hpp"
+#include "cli/selector.hpp"
+#include "cli/template.hpp"
 #include "oci/error.hpp"
 
 using nlohmann::json;
@@ -29,6 +31,30 @@ namespace cascade::cli {
 namespace {
 
 const char* kDefaultHost = "http://127.0.0.1:5000";
+
+// A usage error found after parsing (a missing name, a bad selector): exit 2,
+// like CLI11's parse errors. Errors from the daemon or an operation exit 1.
+struct UsageError : Error {
+    using Error::Error;
+};
+
+// Colour only on a terminal, and not with NO_COLOR set (https://no-color.org)
+// or --no-color.
+bool colour = false;
+
+// A phase (or "Phase (message)") in green, red or yellow.
+std::string paint_phase(const std::string& text) {
+    if (!colour) return text;
+    std::string word = text.substr(0, text.find(' '));
+    const char* code = nullptr;
+    if (word == "Complete" || word == "Running" || word == "Succeeded") code = "32";
+    if (word == "Failed" || word == "Error" || word == "Cancelled") code = "31";
+    if (word == "Pending" || word == "New" || word == "Paused" || word == "Progressing")
+        code = "33";
+    if (word == "current") code = "32";   // impact
+    if (word == "outdated") code = "33";  // impact
+    return code ? std::string("\033[") + code + "m" + text + "\033[0m" : text;
+}
 
 struct Global {
     std::string host;
@@ -113,7 +139,8 @@ std::string short_digest(const std::string& d) {
     return colon == std::string::npos ? d : d.substr(colon + 1, 12);
 }
 
-void print_table(const std::vector<std::vector<std::string>>& rows) {
+// `colour_column`: the column holding a phase, painted on a terminal.
+void print_table(const std::vector<std::vector<std::string>>& rows, int colour_column = -1) {
     if (rows.empty()) return;
     std::vector<size_t> width(rows[0].size(), 0);
     for (const auto& r : rows)
@@ -122,7 +149,8 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
     for (const auto& r : rows) {
         std::string line;
         for (size_t i = 0; i < r.size(); i++) {
-            line += r[i];
+            bool paint = static_cast<int>(i) == colour_column && &r != &rows.front();
+            line += paint ? paint_phase(r[i]) : r[i];
             if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 3, ' ');
         }
         std::cout << line << "\n";
@@ -220,15 +248,58 @@ void print_objects(const std::string& kind, const std::vector<json>& items, bool
             rows.push_back({r["metadata"]["name"], host_port, url.empty() ? port_url : url,
                             r.value("/spec/to/name"_json_pointer, std::string())});
         }
+    } else if (kind == "services") {
+        rows.push_back({"NAME", "PORT(S)", "SELECTOR", "AGE"});
+        for (const auto& svc : items) {
+            std::string ports, selector;
+            for (const auto& p : svc.value("/spec/ports"_json_pointer, json::array())) {
+                std::string target =
+                    p.contains("targetPort") ? p["targetPort"].dump() : std::string();
+                if (!target.empty() && target.front() == '"')
+                    target = target.substr(1, target.size() - 2);
+                ports += (ports.empty() ? "" : ",") + p.value("port", json(0)).dump() +
+                         (target.empty() ? "" : ":" + target) + "/" +
+                         p.value("protocol", std::string("TCP"));
+            }
+            const json chosen = svc.value("/spec/selector"_json_pointer, json::object());
+            for (const auto& [k, v] : chosen.items())
+                selector += (selector.empty() ? "" : ",") + k + "=" +
+                            (v.is_string() ? v.get<std::string>() : v.dump());
+            rows.push_back(
+                {svc["metadata"]["name"], ports.empty() ? "<none>" : ports,
+                 selector.empty() ? "<none>" : selector,
+                 age(svc.value("/metadata/creationTimestamp"_json_pointer, std::string()))});
+        }
+    } else if (kind == "templates") {
+        rows.push_back({"NAME", "DESCRIPTION", "PARAMETERS", "OBJECTS"});
+        for (const auto& t : items) {
+            auto params = t.value("parameters", json::array());
+            int blank = 0;
+            for (const auto& p : params)
+                if (!p.contains("value") && !p.contains("generate")) blank++;
+            std::string description =
+                t.value("/metadata/annotations/description"_json_pointer, std::string());
+            if (!wide && description.size() > 60) description = description.substr(0, 57) + "...";
+            rows.push_back(
+                {t["metadata"]["name"], description,
+                 std::to_string(params.size()) + " (" + std::to_string(blank) + " blank)",
+                 std::to_string(t.value("objects", json::array()).size())});
+        }
     }
-    print_table(rows);
+    print_table(rows, kind == "builds" ? 1 : kind == "deployments" ? (wide ? 7 : 6) : -1);
 }
 
 // The table an object's kind is printed in (the daemon resolves aliases).
 std::string resource_of(const json& obj) {
     static const std::map<std::string, std::string> resources = {
-        {"ImageStream", "imagestreams"},     {"BuildConfig", "buildconfigs"}, {"Build", "builds"},
-        {"DeploymentConfig", "deployments"}, {"Deployment", "deployments"},   {"Route", "routes"}};
+        {"ImageStream", "imagestreams"},
+        {"BuildConfig", "buildconfigs"},
+        {"Build", "builds"},
+        {"DeploymentConfig", "deployments"},
+        {"Deployment", "deployments"},
+        {"Route", "routes"},
+        {"Service", "services"},
+        {"Template", "templates"}};
     auto it = resources.find(obj.value("kind", ""));
     return it == resources.end() ? obj.value("kind", "") : it->second;
 }
@@ -238,38 +309,276 @@ std::string lower(std::string s) {
     return s;
 }
 
-int cmd_get(const Global& g, std::string kind, std::string name, const std::string& output) {
-    auto slash = kind.find('/');
-    if (name.empty() && slash != std::string::npos) {  // kubectl's KIND/NAME
-        name = kind.substr(slash + 1);
-        kind = kind.substr(0, slash);
-    }
-    if (!name.empty()) {
-        auto obj = api_get(g, "/api/v1/" + kind + "/" + name);
-        if (output == "json") {
-            std::cout << obj.dump(2) << "\n";
-        } else if (output == "name") {
-            std::cout << lower(obj["kind"]) << "/" << obj["metadata"]["name"].get<std::string>()
-                      << "\n";
+// oc's name of a kind with its API group: "buildconfig.build.openshift.io".
+std::string qualified_kind(const std::string& kind) {
+    static const std::map<std::string, std::string> names = {
+        {"ImageStream", "imagestream.image.openshift.io"},
+        {"BuildConfig", "buildconfig.build.openshift.io"},
+        {"Build", "build.build.openshift.io"},
+        {"DeploymentConfig", "deploymentconfig.apps.openshift.io"},
+        {"Deployment", "deployment.apps"},
+        {"Route", "route.route.openshift.io"},
+        {"Service", "service"},
+        {"Template", "template.template.openshift.io"}};
+    auto it = names.find(kind);
+    return it == names.end() ? lower(kind) : it->second;
+}
+
+// `-o name`: "buildconfig.build.openshift.io/app-a".
+std::string object_ref(const json& obj) {
+    return qualified_kind(obj.value("kind", "")) + "/" + obj["metadata"].value("name", "");
+}
+
+std::string url_encode(const std::string& s) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            out += static_cast<char>(c);
         } else {
-            print_objects(resource_of(obj), {obj}, output == "wide");
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+// "?labelSelector=…" for a selector checked here first (a typo is a usage
+// error, exit 2, before the daemon is asked).
+std::string selector_query(const std::string& text) {
+    try {
+        LabelSelector::parse(text);
+    } catch (const Error& e) {
+        throw UsageError(e.what());
+    }
+    return "?labelSelector=" + url_encode(text);
+}
+
+// `get all`: the kinds oc's `all` covers that cascade has,
+// in oc's order (templates are not part of it).
+const std::vector<std::string> kAllResources = {"services", "deployments",  "buildconfigs",
+                                                "builds",   "imagestreams", "routes"};
+
+// "KIND/NAME" → {KIND, NAME}; otherwise {text, ""}.
+std::pair<std::string, std::string> split_kind_name(const std::string& text) {
+    auto slash = text.find('/');
+    if (slash == std::string::npos) return {text, ""};
+    return {text.substr(0, slash), text.substr(slash + 1)};
+}
+
+// KIND/NAME... or KIND NAME... → {KIND, NAME} pairs (none for a bare KIND).
+std::vector<std::pair<std::string, std::string>> named_objects(
+    const std::string& command, const std::vector<std::string>& args) {
+    std::vector<std::pair<std::string, std::string>> named;
+    if (args[0].find('/') != std::string::npos) {
+        for (const auto& a : args) {
+            auto kn = split_kind_name(a);
+            if (kn.second.empty())
+                throw UsageError("cascade " + command + ": mix KIND/NAME and KIND NAME: \"" + a +
+                                 "\"");
+            named.push_back(kn);
+        }
+    } else {
+        for (size_t i = 1; i < args.size(); i++)
+            named.emplace_back(args[0], args[i]);
+    }
+    return named;
+}
+
+void print_output(const std::vector<json>& items, const std::string& resource,
+                  const std::string& output, bool single) {
+    if (output == "json" || output == "yaml") {
+        json doc = single ? items.at(0)
+                          : json{{"apiVersion", "v1"},
+                                 {"kind", "List"},
+                                 {"items", items},
+                                 {"metadata", {{"resourceVersion", ""}}}};
+        std::cout << (output == "json" ? doc.dump(2) + "\n" : json_to_yaml(doc));
+    } else if (output == "name") {
+        for (const auto& item : items)
+            std::cout << object_ref(item) << "\n";
+    } else {
+        print_objects(resource, items, output == "wide");
+    }
+}
+
+// `get KIND [NAME...]`, `get KIND/NAME...`, `get all`, with -l and -o.
+int cmd_get(const Global& g, const std::vector<std::string>& args, const std::string& output,
+            const std::string& selector_text) {
+    if (args.empty())
+        throw UsageError(
+            "cascade get: name a kind (imagestreams, buildconfigs, builds, deployments, routes, "
+            "services, templates, all)");
+    std::string query;
+    if (!selector_text.empty()) query = selector_query(selector_text);
+    auto named = named_objects("get", args);
+    if (!named.empty()) {
+        if (!query.empty())
+            throw UsageError("cascade get: a name and a selector (-l) cannot be combined");
+        std::vector<json> items;
+        for (const auto& [kind, name] : named) {
+            if (lower(kind) == "all") throw UsageError("cascade get all: takes no name");
+            items.push_back(api_get(g, "/api/v1/" + kind + "/" + name));
+        }
+        bool tables = output.empty() || output == "wide";
+        if (tables) {
+            // One table per kind, in the order given.
+            std::vector<std::string> order;
+            std::map<std::string, std::vector<json>> by_resource;
+            for (const auto& item : items) {
+                auto r = resource_of(item);
+                if (!by_resource.count(r)) order.push_back(r);
+                by_resource[r].push_back(item);
+            }
+            for (size_t i = 0; i < order.size(); i++) {
+                if (i) std::cout << "\n";
+                print_objects(order[i], by_resource[order[i]], output == "wide");
+            }
+        } else {
+            print_output(items, "", output, items.size() == 1);
         }
         return 0;
     }
-    auto list = api_get(g, "/api/v1/" + kind);
-    if (output == "json") {
-        std::cout << list.dump(2) << "\n";
-    } else if (output == "name") {
-        for (const auto& item : list["items"])
-            std::cout << lower(item["kind"]) << "/" << item["metadata"]["name"].get<std::string>()
-                      << "\n";
-    } else if (list["items"].empty()) {
-        std::cerr << "No " << list.value("resource", kind) << " found.\n";
-    } else {
-        print_objects(list.value("resource", kind), list["items"].get<std::vector<json>>(),
-                      output == "wide");
+    std::string kind = args[0];
+    if (lower(kind) != "all") {
+        auto list = api_get(g, "/api/v1/" + kind + query);
+        auto items = list["items"].get<std::vector<json>>();
+        if (items.empty() && (output.empty() || output == "wide")) {
+            std::cerr << "No " << list.value("resource", kind) << " found"
+                      << (selector_text.empty() ? "" : " matching " + selector_text) << ".\n";
+            return 0;
+        }
+        print_output(items, list.value("resource", kind), output, false);
+        return 0;
     }
+    // `get all`: each kind's table, names prefixed with their kind as oc does.
+    std::vector<json> all;
+    bool printed = false;
+    for (const auto& resource : kAllResources) {
+        auto items = api_get(g, "/api/v1/" + resource + query)["items"].get<std::vector<json>>();
+        if (items.empty()) continue;
+        if (!output.empty() && output != "wide") {
+            all.insert(all.end(), items.begin(), items.end());
+            continue;
+        }
+        for (auto& item : items)
+            item["metadata"]["name"] = object_ref(item);
+        if (printed) std::cout << "\n";
+        print_objects(resource, items, output == "wide");
+        printed = true;
+    }
+    if (!output.empty() && output != "wide")
+        print_output(all, "", output, false);
+    else if (!printed)
+        std::cerr << "No resources found"
+                  << (selector_text.empty() ? "" : " matching " + selector_text) << ".\n";
     return 0;
+}
+
+// "Labels:" with one label per line under the first, as oc's describe;
+// `width`: the column the values start at.
+std::string labels_text(const json& obj, const std::string& field = "labels", size_t width = 15) {
+    auto labels = obj.contains("metadata") && obj["metadata"].is_object()
+                      ? obj["metadata"].value(field, json::object())
+                      : json::object();
+    std::string head = field == "labels" ? "Labels:" : "Annotations:";
+    std::string out = head + std::string(width > head.size() ? width - head.size() : 1, ' ');
+    if (!labels.is_object() || labels.empty()) return out + "<none>\n";
+    bool first = true;
+    for (const auto& [k, v] : labels.items()) {
+        if (!first) out += std::string(width, ' ');
+        out += k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()) + "\n";
+        first = false;
+    }
+    return out;
+}
+
+std::string text_of(const json& v) {
+    if (v.is_null()) return "";
+    return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+// A `from`/`to` reference: "ImageStreamTag httpd-base:latest".
+std::string ref_text(const json& ref) {
+    if (!ref.is_object()) return "<none>";
+    return ref.value("kind", std::string("ImageStreamTag")) + " " + ref.value("name", "");
+}
+
+// ---- delete ----
+
+struct DeleteOptions {
+    std::vector<std::string> args;  // KIND NAME... | KIND/NAME... | KIND (with -l / --all)
+    std::vector<std::string> files;
+    std::string selector;
+    bool all = false;
+    bool ignore_not_found = false;
+};
+
+// DELETE path; prints `kind.group "name" deleted` per object. A 404 prints
+// oc's `Error from server (NotFound): ...` (nothing with --ignore-not-found)
+// and makes the command exit 1; other errors throw.
+bool delete_path(const Global& g, const std::string& path, bool ignore_not_found, int& count) {
+    auto c = client_for(g.host);
+    auto res = c->Delete(path);
+    if (!res) unreachable_daemon(g.host, res.error());
+    json body = json::parse(res->body, nullptr, false);
+    std::string message = body.is_object() ? body.value("message", res->body) : res->body;
+    if (res->status == 404) {
+        if (ignore_not_found) return true;
+        std::cerr << "Error from server (NotFound): " << message << "\n";
+        return false;
+    }
+    if (res->status >= 400 || !body.is_object()) throw Error(message);
+    for (const auto& item : body.value("items", json::array())) {
+        std::cout << qualified_kind(item.value("kind", "")) << " \"" << item.value("name", "")
+                  << "\" deleted\n"
+                  << std::flush;
+        count++;
+    }
+    return true;
+}
+
+int cmd_delete(const Global& g, const DeleteOptions& o) {
+    bool ok = true;
+    int count = 0;
+    if (!o.files.empty()) {
+        if (!o.args.empty() || !o.selector.empty() || o.all)
+            throw UsageError("cascade delete -f FILE: takes no kind, name, -l or --all");
+        for (const auto& file : o.files)
+            for (const auto& obj : load_objects(file))
+                ok &= delete_path(g, "/api/v1/" + lower(object_kind(obj)) + "/" + object_name(obj),
+                                  o.ignore_not_found, count);
+        return ok ? 0 : 1;
+    }
+    if (o.args.empty())
+        throw UsageError(
+            "cascade delete: name what to delete: KIND NAME..., KIND/NAME..., -f FILE, KIND -l "
+            "SELECTOR or all -l SELECTOR");
+    auto named = named_objects("delete", o.args);
+    if (!named.empty()) {
+        if (!o.selector.empty() || o.all)
+            throw UsageError("cascade delete: names cannot be combined with -l or --all");
+        for (const auto& [kind, name] : named) {
+            if (lower(kind) == "all")
+                throw UsageError("cascade delete all: takes -l SELECTOR, not a name");
+            ok &= delete_path(g, "/api/v1/" + kind + "/" + name, o.ignore_not_found, count);
+        }
+        return ok ? 0 : 1;
+    }
+    if (o.selector.empty() && !o.all)
+        throw UsageError("cascade delete " + o.args[0] +
+                         ": resource(s) were provided, but no name was specified; give NAME..., "
+                         "-l SELECTOR or --all");
+    std::string query;
+    if (!o.selector.empty()) {
+        query = selector_query(o.selector);
+    } else {
+        query = "?all=true";
+    }
+    ok = delete_path(g, "/api/v1/" + lower(o.args[0]) + query, false, count);
+    if (count == 0) std::cerr << "No resources found.\n";
+    return ok ? 0 : 1;
 }
 
 // The daemon's warnings about applied objects (fields it ignores), like kubectl's.
@@ -278,14 +587,112 @@ void print_warnings(const json& res) {
         std::cerr << "Warning: " << w.get<std::string>() << "\n";
 }
 
-int cmd_apply(const Global& g, const std::string& file) {
-    auto objects = load_objects(file);
-    auto res = api_post(g, "/api/v1/apply", {{"items", objects}});
-    print_warnings(res);
+// A template stored with `cascade create -f`.
+json fetch_template(const Global& g, const std::string& name) {
+    try {
+        return api_get(g, "/api/v1/templates/" + name);
+    } catch (const Error& e) {
+        throw Error(std::string(e.what()) +
+                    "; `cascade create -f FILE` stores a template, `cascade get templates` "
+                    "lists them");
+    }
+}
+
+// Template parameter values given on the command line.
+struct TemplateArgs {
+    std::vector<std::string> params;  // --param NAME=VALUE
+    std::string param_file;           // --param-file FILE
+    std::map<std::string, std::string> values() const {
+        return parse_template_params(params, param_file);
+    }
+};
+
+void print_apply_results(const json& res) {
     for (const auto& r : res["results"]) {
         std::cout << lower(r["kind"]) << "/" << r["name"].get<std::string>() << " "
                   << r["result"].get<std::string>() << "\n";
     }
+}
+
+// The objects of FILE|DIR, each Template processed with the given values.
+std::vector<json> load_and_process(const std::string& file, const TemplateArgs& t,
+                                   std::vector<std::string>* messages) {
+    auto objects = load_objects(file);
+    try {
+        return expand_templates(objects, t.values(), messages);
+    } catch (const Error& e) {
+        throw Error(file + ": " + e.what());
+    }
+}
+
+void print_template_messages(const std::vector<std::string>& messages) {
+    for (const auto& m : messages)
+        std::cout << "\n" << m << (m.empty() || m.back() != '\n' ? "\n" : "");
+}
+
+int cmd_apply(const Global& g, const std::string& file, const TemplateArgs& t) {
+    std::vector<std::string> messages;
+    auto objects = load_and_process(file, t, &messages);
+    auto res = api_post(g, "/api/v1/apply", {{"items", objects}});
+    print_warnings(res);
+    print_apply_results(res);
+    print_template_messages(messages);
+    return 0;
+}
+
+// `oc process`: a template (a file, or one stored with `create -f`) → its
+// objects as a List, JSON by default (as oc), or YAML.
+int cmd_process(const Global& g, const std::string& file, const std::string& name,
+                const TemplateArgs& t, const std::string& output) {
+    if (file.empty() == name.empty())
+        throw Error("give a template file with -f FILE or the name of a stored template");
+    std::vector<json> objects;
+    if (!file.empty()) {
+        auto loaded = load_objects(file);
+        if (std::none_of(loaded.begin(), loaded.end(), is_template))
+            throw Error(file + ": no Template here (kind: Template); `cascade process` " +
+                        "processes templates, `cascade apply -f` applies other objects");
+        objects = load_and_process(file, t, nullptr);
+    } else {
+        objects = process_template(fetch_template(g, name), t.values()).objects;
+    }
+    auto list = processed_list(objects);
+    std::cout << (output == "yaml" ? json_to_yaml(list) : list.dump(4) + "\n");
+    return 0;
+}
+
+// `oc create -f`: Templates are stored (for new-app); other objects are
+// created, and nothing is when one of them exists already (AlreadyExists).
+int cmd_create(const Global& g, const std::string& file) {
+    auto objects = load_objects(file);
+    std::vector<json> templates, others;
+    for (auto& o : objects)
+        (is_template(o) ? templates : others).push_back(std::move(o));
+    if (!others.empty()) {
+        auto res = api_post(g, "/api/v1/apply?create=true", {{"items", others}});
+        print_warnings(res);
+        print_apply_results(res);
+    }
+    for (const auto& tmpl : templates) {
+        validate_template(tmpl);  // before the daemon, for the file's name in the error
+        print_apply_results(api_post(g, "/api/v1/templates", tmpl));
+    }
+    return 0;
+}
+
+// `oc new-app --template=NAME`: a stored template processed and applied.
+int cmd_new_app(const Global& g, const std::string& name, const TemplateArgs& t) {
+    auto processed = process_template(fetch_template(g, name), t.values());
+    std::cout << "--> Deploying template \"" << name << "\"\n";
+    if (!processed.values.empty()) {
+        std::cout << "    With parameters:\n";
+        for (const auto& [k, v] : processed.values)
+            std::cout << "      * " << k << "=" << v << "\n";
+    }
+    auto res = api_post(g, "/api/v1/apply", {{"items", processed.objects}});
+    print_warnings(res);
+    print_apply_results(res);
+    if (!processed.message.empty()) print_template_messages({processed.message});
     return 0;
 }
 
@@ -670,7 +1077,7 @@ void describe_deployment(const Global& g, const std::string& target) {
     std::string message = st.value("message", "");
     std::cout << "Name:          " << name << "\n"
               << "Kind:          " << d.value("kind", "") << "\n"
-              << "Image:         " << t.value("imageRepository", "") << ":"
+              << labels_text(d) << "Image:         " << t.value("imageRepository", "") << ":"
               << t.value("imageTag", "")
               << (t.value("automatic", false) ? " (follows the tag)" : " (manual)") << "\n"
               << "Digest:        " << st.value("imageDigest", "") << "\n"
@@ -865,7 +1272,13 @@ void start_background_daemon(const std::string& host, const std::string& root) {
 
 int cmd_up(const Global& g, const std::string& dir, const std::string& root, int timeout_s) {
     if (!daemon_answers(g.host)) start_background_daemon(g.host, root);
-    auto objects = load_objects(dir);
+    // Like compose with compose.yaml: a directory's cascade.yaml is what `up`
+    // applies when there is one (the directory may hold templates and other
+    // files that need parameters); else every file of the directory.
+    std::filesystem::path source = dir;
+    if (std::filesystem::is_directory(source) && std::filesystem::exists(source / "cascade.yaml"))
+        source /= "cascade.yaml";
+    auto objects = load_objects(source);
     auto res = api_post(g, "/api/v1/apply", {{"items", objects}});
     print_warnings(res);
     std::set<std::string> known_builds;
@@ -943,6 +1356,167 @@ int cmd_tag(const Global& g, const std::string& source, const std::string& dest)
     return 0;
 }
 
+// `describe buildconfig NAME`: source, strategy, output, triggers with their
+// webhook URLs, history limits, and its builds.
+void describe_build_config(const Global& g, const std::string& name) {
+    auto bc = api_get(g, "/api/v1/buildconfigs/" + name);
+    const json spec = bc.value("spec", json::object());
+    const json st = bc.value("status", json::object());
+    const json source = spec.value("source", json::object());
+    const json strategy = spec.value("strategy", json::object());
+    const json docker = strategy.value("dockerStrategy", json::object());
+    const int w = 22;
+    auto line = [&](const std::string& key, const std::string& value) {
+        if (value.empty()) return;
+        std::cout << key << std::string(w > static_cast<int>(key.size()) ? w - key.size() : 1, ' ')
+                  << value << "\n";
+    };
+    line("Name:", bc["metadata"].value("name", name));
+    line("Created:", bc["metadata"].value("creationTimestamp", ""));
+    std::cout << labels_text(bc, "labels", w) << labels_text(bc, "annotations", w);
+    line("Latest Version:", std::to_string(st.value("lastVersion", 0)));
+    std::cout << "\n";
+    line("Strategy:", strategy.value("type", std::string("Docker")));
+    const json git = source.value("git", json::object());
+    line("URL:", git.value("uri", ""));
+    line("Ref:", git.value("ref", ""));
+    line("ContextDir:", text_of(source.value("contextDir", json())));
+    line("Dockerfile Path:", docker.value("dockerfilePath", ""));
+    std::string from = st.value("from", "");
+    line("From Image:",
+         docker.contains("from") ? ref_text(docker["from"]) : (from.empty() ? "scratch" : from));
+    line("Output to:", spec.contains("output") ? ref_text(spec["output"].value("to", json()))
+                                               : st.value("output", ""));
+    if (docker.value("noCache", false)) line("No Cache:", "true");
+    std::string args;
+    for (const auto& a : docker.value("buildArgs", json::array()))
+        args += (args.empty() ? "" : ", ") + a.value("name", "") + "=" +
+                text_of(a.value("value", json()));
+    line("Build Args:", args);
+    std::string env;
+    for (const auto& e : docker.value("env", json::array()))
+        env += (env.empty() ? "" : ", ") + e.value("name", "") + "=" +
+               text_of(e.value("value", json()));
+    line("Environment:", env);
+    const json post = spec.value("postCommit", json::object());
+    if (!post.empty()) line("Post Commit Hook:", post.dump());
+    std::cout << "\n";
+    std::string triggered;
+    for (const auto& t : spec.value("triggers", json::array())) {
+        std::string type = t.value("type", "");
+        if (type == "ConfigChange") type = "Config";
+        triggered += (triggered.empty() ? "" : ", ") + type;
+    }
+    line("Triggered by:", triggered.empty() ? "<none>" : triggered);
+    // The daemon lists the webhook URLs with <secret> in place of the secret.
+    const json hooks = st.value("webhooks", json::array());
+    for (const auto& h : hooks) {
+        std::cout << "Webhook " << h.value("type", "") << ":\n\tURL:\t" << h.value("url", "")
+                  << "\n";
+    }
+    if (spec.contains("successfulBuildsHistoryLimit") ||
+        spec.contains("failedBuildsHistoryLimit")) {
+        std::cout << "Builds History Limit:\n";
+        std::cout << "\tSuccessful:\t"
+                  << text_of(spec.value("successfulBuildsHistoryLimit", json("<default>")))
+                  << "\n\tFailed:\t\t"
+                  << text_of(spec.value("failedBuildsHistoryLimit", json("<default>"))) << "\n";
+    }
+    std::cout << "\n";
+    std::vector<std::vector<std::string>> rows{{"Build", "Status", "Duration", "Creation Time"}};
+    auto builds = api_get(g, "/api/v1/builds")["items"];
+    for (auto it = builds.rbegin(); it != builds.rend(); ++it) {
+        const auto& b = *it;
+        if (b["status"].value("/config/name"_json_pointer, std::string()) != name) continue;
+        rows.push_back({b["metadata"].value("name", ""), b["status"].value("phase", ""),
+                        duration_of(b["status"]), b["metadata"].value("creationTimestamp", "")});
+    }
+    if (rows.size() == 1)
+        std::cout << "No builds yet.\n";
+    else
+        print_table(rows, 1);
+}
+
+// `describe route NAME`.
+void describe_route(const Global& g, const std::string& name) {
+    auto r = api_get(g, "/api/v1/routes/" + name);
+    const json spec = r.value("spec", json::object());
+    const json st = r.value("status", json::object());
+    std::cout << "Name:            " << r["metadata"].value("name", name) << "\n"
+              << "Created:         " << r["metadata"].value("creationTimestamp", "") << "\n"
+              << labels_text(r, "labels", 17) << labels_text(r, "annotations", 17)
+              << "Requested Host:  " << st.value("hostname", spec.value("host", "")) << "\n";
+    if (!st.value("hostnameUrl", "").empty())
+        std::cout << "                 exposed on router cascade at "
+                  << st["hostnameUrl"].get<std::string>() << "\n";
+    std::cout << "Own Port URL:    " << st.value("url", "") << "\n"
+              << "Path:            " << spec.value("path", std::string("<none>")) << "\n"
+              << "TLS Termination: <none>\n"
+              << "Service:         " << spec.value("/to/name"_json_pointer, std::string()) << " ("
+              << spec.value("/to/kind"_json_pointer, std::string("Service")) << ")\n"
+              << "Target Port:     "
+              << (spec.contains("port") ? text_of(spec["port"].value("targetPort", json()))
+                                        : std::string("<all>"))
+              << "\n";
+}
+
+// `describe service NAME`.
+void describe_service(const Global& g, const std::string& name) {
+    auto svc = api_get(g, "/api/v1/services/" + name);
+    const json spec = svc.value("spec", json::object());
+    std::string selector;
+    const json chosen = spec.value("selector", json::object());
+    for (const auto& [k, v] : chosen.items())
+        selector += (selector.empty() ? "" : ",") + k + "=" + text_of(v);
+    std::cout << "Name:              " << svc["metadata"].value("name", name) << "\n"
+              << labels_text(svc, "labels", 19) << labels_text(svc, "annotations", 19)
+              << "Selector:          " << (selector.empty() ? "<none>" : selector) << "\n"
+              << "Type:              " << spec.value("type", std::string("ClusterIP")) << "\n";
+    for (const auto& p : spec.value("ports", json::array())) {
+        std::cout << "Port:              " << p.value("name", std::string("<unset>")) << "  "
+                  << text_of(p.value("port", json())) << "/"
+                  << p.value("protocol", std::string("TCP")) << "\n"
+                  << "TargetPort:        "
+                  << text_of(p.value("targetPort", p.value("port", json()))) << "/"
+                  << p.value("protocol", std::string("TCP")) << "\n";
+    }
+}
+
+// `describe template NAME`: parameters, labels, message and objects.
+void describe_template(const Global& g, const std::string& name) {
+    auto t = api_get(g, "/api/v1/templates/" + name);
+    std::cout << "Name:           " << t["metadata"].value("name", name) << "\n"
+              << "Created:        " << t["metadata"].value("creationTimestamp", "") << "\n"
+              << labels_text(t, "labels", 16) << "Description:    "
+              << t.value("/metadata/annotations/description"_json_pointer, std::string("<none>"))
+              << "\n\nParameters:\n";
+    for (const auto& p : t.value("parameters", json::array())) {
+        std::cout << "    Name:\t" << p.value("name", "") << "\n";
+        if (p.contains("displayName"))
+            std::cout << "    Display Name:\t" << text_of(p["displayName"]) << "\n";
+        if (p.contains("description"))
+            std::cout << "    Description:\t" << text_of(p["description"]) << "\n";
+        std::cout << "    Required:\t" << (p.value("required", false) ? "true" : "false") << "\n";
+        if (p.contains("generate"))
+            std::cout << "    Generated:\t" << text_of(p["generate"]) << "\n"
+                      << "    From:\t" << text_of(p.value("from", json())) << "\n";
+        else
+            std::cout << "    Value:\t" << (p.contains("value") ? text_of(p["value"]) : "<none>")
+                      << "\n";
+        std::cout << "\n";
+    }
+    std::string object_labels;
+    const json template_labels = t.value("labels", json::object());
+    for (const auto& [k, v] : template_labels.items())
+        object_labels += (object_labels.empty() ? "" : ",") + k + "=" + text_of(v);
+    std::cout << "Object Labels:  " << (object_labels.empty() ? "<none>" : object_labels) << "\n\n"
+              << "Message:        " << t.value("message", std::string("<none>")) << "\n\n"
+              << "Objects:\n";
+    for (const auto& o : t.value("objects", json::array()))
+        std::cout << "    " << o.value("kind", "") << "\t"
+                  << o.value("/metadata/name"_json_pointer, std::string()) << "\n";
+}
+
 int cmd_describe(const Global& g, std::string kind, std::string name) {
     auto slash = kind.find('/');
     if (name.empty() && slash != std::string::npos) {
@@ -951,23 +1525,44 @@ int cmd_describe(const Global& g, std::string kind, std::string name) {
     }
     kind = lower(kind);
     if (kind == "build" || kind == "builds") {
-        if (name.empty()) throw Error("cascade describe build NAME-N: NAME-N is missing");
+        if (name.empty()) throw UsageError("cascade describe build NAME-N: NAME-N is missing");
         describe_build(g, name);
         return 0;
     }
     if (kind == "deployment" || kind == "deployments" || kind == "dc" ||
         kind == "deploymentconfig" || kind == "deploymentconfigs" || kind == "deploy") {
-        if (name.empty()) throw Error("cascade describe deployment NAME: NAME is missing");
+        if (name.empty()) throw UsageError("cascade describe deployment NAME: NAME is missing");
         describe_deployment(g, name);
         return 0;
     }
+    static const std::map<std::string,
+                          std::pair<std::string, void (*)(const Global&, const std::string&)>>
+        others = {{"buildconfig", {"buildconfig", describe_build_config}},
+                  {"buildconfigs", {"buildconfig", describe_build_config}},
+                  {"bc", {"buildconfig", describe_build_config}},
+                  {"route", {"route", describe_route}},
+                  {"routes", {"route", describe_route}},
+                  {"service", {"service", describe_service}},
+                  {"services", {"service", describe_service}},
+                  {"svc", {"service", describe_service}},
+                  {"template", {"template", describe_template}},
+                  {"templates", {"template", describe_template}}};
+    if (auto it = others.find(kind); it != others.end()) {
+        if (name.empty())
+            throw UsageError("cascade describe " + it->second.first + " NAME: NAME is missing");
+        it->second.second(g, name);
+        return 0;
+    }
     if (kind != "imagestream" && kind != "imagestreams" && kind != "is")
-        throw Error("cascade describe: imagestream NAME, build NAME-N or deployment NAME (got \"" +
-                    kind + "\")");
-    if (name.empty()) throw Error("cascade describe imagestream NAME: NAME is missing");
+        throw UsageError(
+            "cascade describe: imagestream (is), buildconfig (bc), build, deployment (dc), route, "
+            "service (svc) or template, then NAME (got \"" +
+            kind + "\")");
+    if (name.empty()) throw UsageError("cascade describe imagestream NAME: NAME is missing");
     auto is = api_get(g, "/api/v1/imagestreams/" + name);
     const auto& status = is["status"];
     std::cout << "Name:        " << is["metadata"]["name"].get<std::string>() << "\n"
+              << labels_text(is, "labels", 13)
               << "Repository:  " << status.value("dockerImageRepository", "") << "\n"
               << "Tags:        " << status["tags"].size() << "\n";
     for (const auto& t : status["tags"]) {
@@ -985,7 +1580,50 @@ int cmd_describe(const Global& g, std::string kind, std::string name) {
     return 0;
 }
 
+// A build or rollout step of the event log, one line.
+std::string step_event_line(const json& e) {
+    std::string type = e.value("type", "");
+    std::string line = std::to_string(e.value("id", int64_t{0})) + "  " + e.value("time", "") +
+                       "  " + type + "  " + e.value("name", "");
+    std::string cause = e.value("cause", "");
+    if (type == "BuildStarted") {
+        line += "  -> " + e.value("output", "");
+    } else if (type == "BuildFinished") {
+        auto ms = e.value("durationMs", int64_t{0});
+        char duration[32];
+        std::snprintf(duration, sizeof duration, "%.1fs", static_cast<double>(ms) / 1000.0);
+        line += "  " + e.value("result", "") + "  " + duration;
+        std::string digest = e.value("digest", "");
+        if (!digest.empty())
+            line += "  " + short_digest(digest) +
+                    (e.value("tagMoved", false) ? "" : " (unchanged, no tag moved)");
+        std::string message = e.value("message", "");
+        if (!message.empty() && e.value("result", "") != "Complete") line += "  " + message;
+    } else if (type == "RolloutStarted") {
+        line += "  revision " + std::to_string(e.value("revision", 0)) + "  " +
+                short_digest(e.value("digest", "")) + "  " +
+                std::to_string(e.value("replicas", 0)) + " replicas";
+    } else if (type == "RolloutProgress") {
+        line += "  revision " + std::to_string(e.value("revision", 0)) + "  replica " +
+                std::to_string(e.value("updated", 0)) + " of " +
+                std::to_string(e.value("replicas", 0)) + " updated";
+        cause.clear();
+    } else if (type == "RolloutFinished") {
+        line += "  revision " + std::to_string(e.value("revision", 0)) + "  " +
+                short_digest(e.value("digest", "")) + "  " + e.value("result", "");
+        std::string reason = e.value("reason", "");
+        if (!reason.empty()) line += ": " + reason;
+        cause.clear();
+    }
+    if (!cause.empty()) line += "  (" + cause + ")";
+    // One line per event, whatever a message holds.
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    return line;
+}
+
 std::string event_line(const json& e) {
+    std::string type = e.value("type", "");
+    if (type != "TagMoved" && type != "TagDeleted") return step_event_line(e);
     std::string digest = e.value("digest", "");
     std::string old = e.value("oldDigest", "");
     std::string move =
@@ -994,6 +1632,29 @@ std::string event_line(const json& e) {
            e.value("type", "") + "  " + e.value("repository", "") + ":" + e.value("tag", "") +
            "  generation " + std::to_string(e.value("generation", int64_t{0})) + "  " + move +
            "  (" + e.value("cause", "") + ")";
+}
+
+// `cascade impact IMAGE[:TAG|@DIGEST]`: a table of the images and replicas
+// built on the image, and a summary line.
+int cmd_impact(const Global& g, const std::string& image, const std::string& output) {
+    auto report = api_get(g, "/api/v1/impact?image=" + url_encode(image));
+    if (output == "json") {
+        std::cout << report.dump(2) << "\n";
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows{
+        {"KIND", "NAME", "DIGEST", "BASE-DIGEST", "STATUS", "CONTAINER"}};
+    for (const auto& r : report["items"])
+        rows.push_back({r.value("kind", ""), r.value("name", ""),
+                        short_digest(r.value("digest", "")),
+                        short_digest(r.value("baseDigest", "")), r.value("status", ""),
+                        r.value("container", "")});
+    if (rows.size() > 1)
+        print_table(rows, 4);
+    else
+        std::cout << "Nothing is built on " << report.value("image", image) << ".\n";
+    std::cout << report.value("summary", "") << "\n";
+    return 0;
 }
 
 // Lists recent events, or with --watch follows them (reconnecting after a
@@ -1082,6 +1743,254 @@ int cmd_gc(const Global& g, bool dry_run, const std::string& output) {
     return 0;
 }
 
+// ---- --help examples, shell completion ----
+
+const char* kExitCodes =
+    "Exit codes: 0 success; 1 an error from the daemon or the operation (not found, a failed "
+    "build or rollout, an unreachable daemon); 2 a usage error (unknown command or option, "
+    "missing argument, invalid selector).\n"
+    "Colour is used only when stdout is a terminal and NO_COLOR is not set (or --no-color).";
+
+// The Examples section of every command's --help (a command that sets its
+// own footer keeps it).
+void add_help_footers(CLI::App& app) {
+    static const std::map<std::string, std::string> examples = {
+        {"serve",
+         "  cascade serve --root /var/lib/cascade\n"
+         "  cascade serve --listen 127.0.0.1:5001 --router-listen off -c cascade.yaml"},
+        {"build",
+         "  cascade build -t web:latest ./web\n"
+         "  cascade build -t app:1 -f Dockerfile.prod --build-arg VERSION=1.2 --no-cache ."},
+        {"apply",
+         "  cascade apply -f examples/image-stream/\n"
+         "  cascade apply -f template.yaml --param GIT_URL=file:///src/repo"},
+        {"up", "  cascade up examples/image-stream --timeout 600"},
+        {"get",
+         "  cascade get is\n"
+         "  cascade get bc app-a -o yaml\n"
+         "  cascade get all -l app=app-a\n"
+         "  cascade get builds -l 'buildconfig in (app-a,app-b)' -o name\n"
+         "  cascade get dc/app-a -o json"},
+        {"describe",
+         "  cascade describe is httpd-base\n"
+         "  cascade describe bc/app-a\n"
+         "  cascade describe build app-a-3\n"
+         "  cascade describe dc app-a"},
+        {"delete",
+         "  cascade delete route app-a\n"
+         "  cascade delete bc/app-a is/app-a\n"
+         "  cascade delete -f app-a.yaml\n"
+         "  cascade delete all -l app=app-a\n"
+         "  cascade delete builds -l buildconfig=app-a --ignore-not-found"},
+        {"start-build",
+         "  cascade start-build httpd-base\n"
+         "  cascade start-build app-a --follow"},
+        {"cancel-build", "  cascade cancel-build app-a-4"},
+        {"logs",
+         "  cascade logs build/app-a-3\n"
+         "  cascade logs -f dc/app-a --replica 1\n"
+         "  cascade logs app-a --previous --tail 50"},
+        {"scale", "  cascade scale dc/app-a --replicas 3"},
+        {"rollout",
+         "  cascade rollout status app-a --timeout 300\n"
+         "  cascade rollout history app-a\n"
+         "  cascade rollout undo app-a --to-revision 2\n"
+         "  cascade rollout pause app-a && cascade rollout resume app-a"},
+        {"exec", "  cascade exec app-a -- cat /etc/os-release"},
+        {"import-image",
+         "  cascade import-image os-base\n"
+         "  cascade import-image os-base:latest --from registry.local/os:1 --confirm --scheduled"},
+        {"tag",
+         "  cascade tag httpd-base:latest#2 httpd-base:latest   # back to generation 2\n"
+         "  cascade tag app-a@sha256:... app-a:stable"},
+        {"events",
+         "  cascade events\n"
+         "  cascade events -w\n"
+         "  cascade events --since 120 -o json"},
+        {"impact",
+         "  cascade impact httpd-base:latest\n"
+         "  cascade impact os-base@sha256:..."},
+        {"gc", "  cascade gc --dry-run\n  cascade gc"},
+        {"process",
+         "  cascade process -f template.yaml --param GIT_URL=file:///src/repo\n"
+         "  cascade process -f template.yaml --param BASE_IMAGE=os:1 | cascade apply -f -"},
+        {"create", "  cascade create -f template.yaml"},
+        {"new-app", "  cascade new-app --template=image-stream-demo --param GIT_URL=/src/repo"},
+        {"completion",
+         "  cascade completion bash > /etc/bash_completion.d/cascade\n"
+         "  source <(cascade completion bash)\n"
+         "  source <(cascade completion zsh)   # zsh, after compinit"}};
+    std::function<void(CLI::App*, const std::string&)> visit = [&](CLI::App* a,
+                                                                   const std::string& path) {
+        for (auto* sub : a->get_subcommands({})) {
+            std::string name = path.empty() ? sub->get_name() : path + " " + sub->get_name();
+            if (sub->get_footer().empty()) {
+                auto it = examples.find(name);
+                if (it == examples.end()) it = examples.find(path);  // rollout's subcommands
+                std::string text =
+                    it != examples.end() ? it->second : "  cascade " + name + " --help";
+                sub->footer("\nExamples:\n" + text + "\n\n" + kExitCodes);
+            }
+            visit(sub, name);
+        }
+    };
+    visit(&app, "");
+    app.footer(std::string("\nExamples:\n"
+                           "  cascade serve &\n"
+                           "  cascade apply -f examples/image-stream/template.yaml --param "
+                           "GIT_URL=file:///src/repo\n"
+                           "  cascade get all\n"
+                           "  cascade start-build httpd-base && cascade events -w\n"
+                           "  cascade delete all -l app=app-a\n\n"
+                           "Every command has --help. ") +
+               kExitCodes);
+}
+
+// The options of a command, for completion: "--output -o --help -h ...",
+// and those that take a value.
+std::pair<std::string, std::string> completion_options(CLI::App* a) {
+    std::string all, valued;
+    for (const auto* o : a->get_options()) {
+        if (o->get_positional()) continue;
+        std::string names;
+        for (const auto& l : o->get_lnames())
+            names += (names.empty() ? "--" : " --") + l;
+        for (const auto& sn : o->get_snames())
+            names += (names.empty() ? "-" : " -") + sn;
+        if (names.empty()) continue;
+        all += (all.empty() ? "" : " ") + names;
+        if (o->get_expected_min() > 0) valued += (valued.empty() ? "" : "|") + names;
+    }
+    for (char& c : valued)
+        if (c == ' ') c = '|';
+    return {all, valued};
+}
+
+// `cascade completion bash|zsh`: completes commands, options, kinds, and the
+// names of objects (asked of the daemon with `cascade get KIND -o name` when
+// completing, with the --host given on the command line).
+std::string completion_script(CLI::App& app, const std::string& shell) {
+    std::string commands, command_options, rollout_subs,
+        valued = "--host|--username|--password|--ca-cert";
+    for (auto* sub : app.get_subcommands({})) {
+        commands += (commands.empty() ? "" : " ") + sub->get_name();
+        auto [opts, with_value] = completion_options(sub);
+        if (sub->get_name() == "rollout")
+            for (auto* r : sub->get_subcommands({})) {
+                rollout_subs += (rollout_subs.empty() ? "" : " ") + r->get_name();
+                auto [ropts, rvalued] = completion_options(r);
+                opts += " " + ropts;
+                if (!rvalued.empty()) with_value += (with_value.empty() ? "" : "|") + rvalued;
+            }
+        command_options += "        " + sub->get_name() + ") opts=\"" + opts + "\" ;;\n";
+        if (!with_value.empty()) valued += "|" + with_value;
+    }
+    // Deduplicate the alternatives of the valued-options pattern.
+    std::set<std::string> seen;
+    std::string pattern;
+    std::stringstream parts(valued);
+    for (std::string p; std::getline(parts, p, '|');)
+        if (!p.empty() && seen.insert(p).second) pattern += (pattern.empty() ? "" : "|") + p;
+    auto [global_opts, global_valued] = completion_options(&app);
+    (void)global_valued;
+
+    std::ostringstream s;
+    if (shell == "zsh")
+        s << "#compdef cascade\n"
+             "# zsh completion for cascade: source <(cascade completion zsh) after compinit\n"
+             "autoload -U +X bashcompinit && bashcompinit\n";
+    else
+        s << "# bash completion for cascade: source <(cascade completion bash)\n";
+    s << R"SH(
+_cascade_names() {
+    # The names of one kind's objects, from the daemon.
+    local -a host_args=()
+    [[ -n "$_cascade_host" ]] && host_args=(--host "$_cascade_host")
+    "$_cascade_bin" "${host_args[@]}" get "$1" -o name 2>/dev/null | sed 's|^[^/]*/||'
+}
+
+_cascade() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local commands=")SH"
+      << commands << R"SH("
+    local kinds="all imagestreams is buildconfigs bc builds build deploymentconfigs dc deployments routes route services svc templates template"
+    local global_opts=")SH"
+      << global_opts << R"SH("
+    local cmd="" sub="" word i opts=""
+    local -a args=()
+    _cascade_bin="${COMP_WORDS[0]}"
+    _cascade_host=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            --host) _cascade_host="${COMP_WORDS[i+1]}"; ((i++)); continue ;;
+            --host=*) _cascade_host="${word#--host=}"; continue ;;
+            )SH"
+      << pattern << R"SH() ((i++)); continue ;;
+            --) break ;;
+            -*) continue ;;
+        esac
+        if [[ -z "$cmd" ]]; then
+            cmd="$word"
+        elif [[ "$cmd" == rollout && -z "$sub" ]]; then
+            sub="$word"
+        else
+            args+=("$word")
+        fi
+    done
+
+    case "$prev" in
+        -o|--output) COMPREPLY=($(compgen -W "json yaml wide name" -- "$cur")); return ;;
+        -f|--filename|--file|--from-dir|--ca-cert|-c|--config|--root|--secret)
+            COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
+    if [[ -z "$cmd" ]]; then
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W "$global_opts" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+        fi
+        return
+    fi
+    case "$cmd" in
+)SH" << command_options
+      << R"SH(    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        return
+    fi
+    local words=""
+    case "$cmd" in
+        get|describe|delete)
+            if [[ ${#args[@]} -eq 0 ]]; then
+                words="$kinds"
+                [[ "$cmd" == describe ]] && words="${kinds#all }"
+            elif [[ "${args[0]}" != */* && "${args[0]}" != all ]]; then
+                words="$(_cascade_names "${args[0]}")"
+            fi ;;
+        start-build) [[ ${#args[@]} -eq 0 ]] && words="$(_cascade_names buildconfigs)" ;;
+        cancel-build) [[ ${#args[@]} -eq 0 ]] && words="$(_cascade_names builds)" ;;
+        logs|scale|exec) [[ ${#args[@]} -eq 0 ]] && words="$(_cascade_names deployments)" ;;
+        rollout)
+            if [[ -z "$sub" ]]; then
+                words=")SH"
+      << rollout_subs << R"SH("
+            elif [[ ${#args[@]} -eq 0 ]]; then
+                words="$(_cascade_names deployments)"
+            fi ;;
+        tag|import-image|impact) words="$(_cascade_names imagestreams)" ;;
+        new-app) words="$(_cascade_names templates)" ;;
+        completion) words="bash zsh" ;;
+        apply|create|process|build|up) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+
+complete -F _cascade cascade
+)SH";
+    return s.str();
+}
+
 }  // namespace
 }  // namespace cascade::cli
 
@@ -1109,6 +2018,10 @@ int main(int argc, char** argv) {
                    "password (env CASCADE_PASSWORD, which other users cannot see in ps)");
     app.add_option("--ca-cert", connection.ca_cert,
                    "PEM file of the CA that signed the daemon's certificate (env CASCADE_CA_CERT)");
+    bool no_colour_flag = false;
+    app.add_flag(
+        "--no-color", no_colour_flag,
+        "no colour in tables (colour is used only on a terminal, never with NO_COLOR set)");
 
     ServeOptions serve_opts;
     auto* serve_cmd = app.add_subcommand("serve", "run the daemon in the foreground");
@@ -1150,23 +2063,79 @@ int main(int argc, char** argv) {
     auto* apply_cmd =
         app.add_subcommand("apply", "create or update objects from a file or directory");
     apply_cmd->add_option("-f,--filename", apply_file, "YAML/JSON file or directory")->required();
+    TemplateArgs template_args;
+    auto add_template_params = [&template_args](CLI::App* cmd) {
+        cmd->add_option("-p,--param", template_args.params,
+                        "NAME=VALUE of a template parameter (repeatable)");
+        cmd->add_option("--param-file", template_args.param_file,
+                        "file of NAME=VALUE lines of template parameters (- for stdin)");
+    };
+    add_template_params(apply_cmd);
+
+    std::string process_file, process_name, process_output = "json";
+    auto* process_cmd = app.add_subcommand(
+        "process", "print the objects of a template with its parameters substituted (as oc)");
+    process_cmd->add_option("-f,--filename", process_file, "template file (YAML/JSON)");
+    process_cmd->add_option("template", process_name, "name of a stored template (create -f)");
+    process_cmd->add_option("-o,--output", process_output, "json (default) or yaml")
+        ->check(CLI::IsMember({"json", "yaml"}));
+    add_template_params(process_cmd);
+
+    std::string create_file;
+    auto* create_cmd = app.add_subcommand(
+        "create", "create objects from a file, failing when one exists; store templates");
+    create_cmd->add_option("-f,--filename", create_file, "YAML/JSON file or directory")->required();
+
+    std::string new_app_template;
+    auto* new_app_cmd =
+        app.add_subcommand("new-app", "create the objects of a template stored with `create -f`");
+    new_app_cmd->add_option("--template", new_app_template, "stored template's name")->required();
+    add_template_params(new_app_cmd);
 
     std::string up_dir, up_root = "/var/lib/cascade";
     int up_timeout = 900;
     auto* up_cmd = app.add_subcommand(
         "up", "start a daemon if none answers, apply DIR, wait for builds and deployments");
-    up_cmd->add_option("dir", up_dir, "directory of YAML/JSON objects")->required();
+    up_cmd
+        ->add_option(
+            "dir", up_dir,
+            "a file, or a directory: its cascade.yaml if it has one, else every YAML/JSON file")
+        ->required();
     up_cmd->add_option("--root", up_root, "state root for a daemon started by up")
         ->capture_default_str();
     up_cmd->add_option("--timeout", up_timeout, "seconds to wait")->capture_default_str();
 
-    std::string get_kind, get_name, output;
+    std::vector<std::string> get_args;
+    std::string output, get_selector;
     auto* get_cmd = app.add_subcommand(
-        "get", "list objects: imagestreams, buildconfigs, builds, deployments, routes");
-    get_cmd->add_option("kind", get_kind, "kind")->required();
-    get_cmd->add_option("name", get_name, "name");
-    get_cmd->add_option("-o,--output", output, "json, wide or name")
-        ->check(CLI::IsMember({"json", "wide", "name"}));
+        "get",
+        "list objects: imagestreams (is), buildconfigs (bc), builds, deployments "
+        "(deploymentconfigs, dc), routes, services (svc), templates, or all");
+    get_cmd->add_option("args", get_args, "KIND [NAME...] or KIND/NAME...")->required();
+    get_cmd->add_option("-o,--output", output, "json, yaml, wide or name")
+        ->check(CLI::IsMember({"json", "yaml", "wide", "name"}));
+    get_cmd->add_option("-l,--selector", get_selector,
+                        "label selector: k=v, k!=v, k, !k, 'k in (a,b)', 'k notin (a,b)'; "
+                        "commas join them");
+
+    DeleteOptions delete_opts;
+    auto* delete_cmd = app.add_subcommand(
+        "delete", "delete objects by name, by file, or by label (all -l app=NAME)");
+    delete_cmd->add_option("args", delete_opts.args, "KIND NAME..., KIND/NAME... or KIND -l SEL");
+    delete_cmd->add_option("-f,--filename", delete_opts.files,
+                           "YAML/JSON file or directory whose objects to delete (repeatable)");
+    delete_cmd->add_option("-l,--selector", delete_opts.selector,
+                           "delete the objects of KIND (or all) with these labels");
+    delete_cmd->add_flag("--all", delete_opts.all, "delete every object of KIND");
+    delete_cmd->add_flag("--ignore-not-found", delete_opts.ignore_not_found,
+                         "an object that does not exist is no error");
+
+    std::string completion_shell;
+    auto* completion_cmd =
+        app.add_subcommand("completion", "print a shell completion script (bash or zsh)");
+    completion_cmd->add_option("shell", completion_shell, "bash or zsh")
+        ->required()
+        ->check(CLI::IsMember({"bash", "zsh"}));
 
     std::string sb_name;
     bool sb_follow = false, sb_wait = false;
@@ -1208,7 +2177,10 @@ int main(int argc, char** argv) {
              {"retry", "forget the failed digests and roll out the tag's digest again"},
              {"pause", "record tag moves and changes without rolling them out"},
              {"resume", "roll out what a pause held back"},
-             {"restart", "replace every replica (a new revision of the same image)"}}) {
+             {"restart", "replace every replica (a new revision of the same image)"},
+             {"latest",
+              "roll out the applied template (held back without a ConfigChange "
+              "trigger), else restart"}}) {
         auto* sub = rollout_cmd->add_subcommand(action, help);
         sub->add_option("name", rollout_target, "[deployment/]NAME")->required();
         rollout_cmds[action] = sub;
@@ -1263,23 +2235,33 @@ int main(int argc, char** argv) {
     std::string describe_kind, describe_name;
     auto* describe_cmd =
         app.add_subcommand("describe",
-                           "show an image stream's tags with their whole history, a build "
-                           "with its steps' timings, or a deployment with its replicas and "
-                           "revisions");
+                           "show an object in detail: an image stream's tag history, a build "
+                           "config's triggers and builds, a build's steps, a deployment's "
+                           "replicas and revisions, a route, a service, a template");
     describe_cmd
-        ->add_option("kind", describe_kind, "imagestream (is), build, deployment, or KIND/NAME")
+        ->add_option("kind", describe_kind,
+                     "imagestream (is), buildconfig (bc), build, deployment (dc), route, "
+                     "service (svc), template, or KIND/NAME")
         ->required();
-    describe_cmd->add_option("name", describe_name, "stream or build name");
+    describe_cmd->add_option("name", describe_name, "the object's name");
 
     bool events_watch = false;
     int64_t events_since = -1, events_count = 0;
     std::string events_output;
-    auto* events_cmd = app.add_subcommand("events", "list tag moves, or follow them with --watch");
+    auto* events_cmd = app.add_subcommand(
+        "events", "list tag moves, builds and rollouts, or follow them with --watch");
     events_cmd->add_flag("-w,--watch", events_watch, "keep streaming new events");
     events_cmd->add_option("--since", events_since, "only events after this id (a resume point)");
     events_cmd->add_option("--count", events_count, "with --watch: stop after N events");
     events_cmd->add_option("-o,--output", events_output, "json: one JSON object per event")
         ->check(CLI::IsMember({"json"}));
+
+    std::string impact_image, impact_output;
+    auto* impact_cmd = app.add_subcommand(
+        "impact", "list the images and running replicas built on an image, current or not");
+    impact_cmd->add_option("image", impact_image, "IMAGE[:TAG|@DIGEST] (default tag: latest)")
+        ->required();
+    impact_cmd->add_option("-o,--output", impact_output, "json")->check(CLI::IsMember({"json"}));
 
     bool gc_dry_run = false;
     std::string gc_output;
@@ -1288,7 +2270,17 @@ int main(int argc, char** argv) {
     gc_cmd->add_flag("--dry-run", gc_dry_run, "only report what would be removed");
     gc_cmd->add_option("-o,--output", gc_output, "json")->check(CLI::IsMember({"json"}));
 
-    CLI11_PARSE(app, argc, argv);
+    add_help_footers(app);
+    // Exit codes scripts can rely on: 0 ok (and --help), 1 an error from the
+    // daemon or the operation, 2 a usage error.
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int code = app.exit(e);
+        return code == 0 ? 0 : 2;
+    }
+    const char* no_color = std::getenv("NO_COLOR");
+    colour = isatty(1) && !(no_color && *no_color) && !no_colour_flag;
     while (!g.host.empty() && g.host.back() == '/')
         g.host.pop_back();
     if (g.host.find("://") == std::string::npos) g.host = "http://" + g.host;
@@ -1298,9 +2290,18 @@ int main(int argc, char** argv) {
         if (*build_cmd)
             return cmd_build(g, tag, file, build_args, target, no_cache, network, context,
                              build_secrets);
-        if (*apply_cmd) return cmd_apply(g, apply_file);
+        if (*apply_cmd) return cmd_apply(g, apply_file, template_args);
+        if (*process_cmd)
+            return cmd_process(g, process_file, process_name, template_args, process_output);
+        if (*create_cmd) return cmd_create(g, create_file);
+        if (*new_app_cmd) return cmd_new_app(g, new_app_template, template_args);
         if (*up_cmd) return cmd_up(g, up_dir, up_root, up_timeout);
-        if (*get_cmd) return cmd_get(g, get_kind, get_name, output);
+        if (*get_cmd) return cmd_get(g, get_args, output, get_selector);
+        if (*delete_cmd) return cmd_delete(g, delete_opts);
+        if (*completion_cmd) {
+            std::cout << completion_script(app, completion_shell);
+            return 0;
+        }
         if (*sb_cmd) return cmd_start_build(g, sb_name, sb_follow, sb_wait);
         if (*logs_cmd) return cmd_logs(g, logs_target, logs_opts);
         if (*scale_cmd) return cmd_scale(g, scale_target, scale_replicas);
@@ -1323,9 +2324,17 @@ int main(int argc, char** argv) {
         if (*events_cmd)
             return cmd_events(g, events_watch, events_since, events_count, events_output);
         if (*gc_cmd) return cmd_gc(g, gc_dry_run, gc_output);
+        if (*impact_cmd) return cmd_impact(g, impact_image, impact_output);
         if (*import_cmd)
             return cmd_import_image(g, import_target, import_from, import_confirm, import_scheduled,
                                     import_insecure);
+    } catch (const UsageError& e) {
+        std::cerr << "error: " << e.what() << "\n"
+                  << "See 'cascade "
+                  << (app.get_subcommands().empty() ? std::string("")
+                                                    : app.get_subcommands()[0]->get_name() + " ")
+                  << "--help' for usage.\n";
+        return 2;
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 1;

@@ -713,6 +713,17 @@ void read_container(const Reader& r, const json& pod, runtime::DeploymentSpec& s
 void read_pod(const Reader& r, const json& tmpl, runtime::DeploymentSpec& spec) {
     r.check_fields(tmpl, "spec.template", {"metadata", "spec"});
     if (!tmpl.contains("spec")) r.fail("spec.template.spec", "is missing");
+    // Opt-in: the seccomp filter also admits 32-bit syscalls (runtime/seccomp.hpp).
+    if (auto p = "/metadata/annotations/cascade.io~1seccomp-compat-arches"_json_pointer;
+        tmpl.contains(p)) {
+        auto v = r.string(tmpl[p],
+                          "spec.template.metadata.annotations[cascade.io/"
+                          "seccomp-compat-arches]");
+        if (v != "true" && v != "false")
+            r.fail("spec.template.metadata.annotations[cascade.io/seccomp-compat-arches]",
+                   "is \"" + v + "\"; use \"true\" or \"false\"");
+        spec.seccomp_compat_arches = v == "true";
+    }
     const auto& pod = tmpl["spec"];
     const std::string field = "spec.template.spec";
     r.check_fields(pod, field,

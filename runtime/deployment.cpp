@@ -27,6 +27,7 @@
 
 #include "oci/error.hpp"
 #include "oci/media_types.hpp"
+#include "registry/metrics.hpp"
 #include "registry/store.hpp"
 #include "runtime/container.hpp"
 #include "runtime/deployment_records.hpp"
@@ -48,8 +49,9 @@ using std::chrono::seconds;
 constexpr milliseconds kProbeInterval{100};
 // The implied port check runs this often during the first kImpliedFastWindow
 // of a container (most become ready within a few ms of `runc run`), then
-// every kProbeInterval.
-constexpr milliseconds kImpliedFastPeriod{5};
+// every kProbeInterval. A refused connect costs ~0.1 ms; each ms of period
+// is up to a ms of start to ready.
+constexpr milliseconds kImpliedFastPeriod{2};
 constexpr milliseconds kImpliedFastWindow{1000};
 constexpr milliseconds kProbeConnectTimeout{1000};
 constexpr milliseconds kBackendConnectTimeout{2000};
@@ -303,6 +305,7 @@ struct DeploymentController::Impl {
 
     std::mutex sink_mu;
     std::function<void(const std::string&, const std::string&)> sink;
+    std::function<void(const RolloutEvent&)> rollout_hook;
 
     std::unique_ptr<ExitWatcher> watcher;
 
@@ -328,10 +331,28 @@ struct DeploymentController::Impl {
         }
     }
 
+    void report(const RolloutEvent& event) {
+        std::function<void(const RolloutEvent&)> fn;
+        {
+            std::lock_guard lock(sink_mu);
+            fn = rollout_hook;
+        }
+        if (!fn) return;
+        try {
+            fn(event);
+        } catch (...) {
+        }
+    }
+
     // ---- persistence --------------------------------------------------------
 
     void persist(const DeploymentPtr& d) {
         std::lock_guard order(d->persist_mu);
+        records.save_deployment(deployment_record(d));
+    }
+
+    // `d` as saved; the caller holds d->persist_mu.
+    DeploymentRecord deployment_record(const DeploymentPtr& d) {
         DeploymentRecord rec;
         {
             std::lock_guard lock(mu);
@@ -343,7 +364,7 @@ struct DeploymentController::Impl {
             rec.paused = d->paused;
             rec.failed_digests = d->failed_digests;
         }
-        records.save_deployment(rec);
+        return rec;
     }
 
     void persist(const ReplicaPtr& r) {
@@ -449,8 +470,18 @@ struct DeploymentController::Impl {
     static Backend backend_for(const std::string& route, const Replica& r) {
         auto netns = r.netns;
         uint16_t port = r.spec.container_port;
-        return Backend{backend_id(route, r.id), [netns, port]() -> fs::Fd {
+        // Sockets from a helper thread in the replica's namespace (released
+        // with the backend); the router retries attempts that time out.
+        auto sockets = std::make_shared<NetnsSockets>(netns->get());
+        return Backend{backend_id(route, r.id),
+                       [netns, port]() -> fs::Fd {
                            return connect_in_netns(netns->get(), port, kBackendConnectTimeout);
+                       },
+                       [sockets, port](milliseconds timeout, bool& timed_out) -> fs::Fd {
+                           auto result = ConnectResult::Refused;
+                           fs::Fd fd = sockets->connect(port, timeout, &result);
+                           timed_out = result == ConnectResult::TimedOut;
+                           return fd;
                        }};
     }
 
@@ -660,7 +691,10 @@ struct DeploymentController::Impl {
     }
 
     // Starts the container of `r` (row already written); on success the
-    // replica is "starting" and watched.
+    // replica is "starting" and watched. Its row is written again once it is
+    // ready (probe) or exits (on_exit), not here: a SQLite commit (fsync)
+    // between `runc run` and the first readiness check would delay the start
+    // to ready, and recover() asks runc, not the row, for a container's pid.
     void launch(const ReplicaPtr& r, const Image& image) {
         std::string id;
         DeploymentSpec spec;
@@ -686,7 +720,6 @@ struct DeploymentController::Impl {
             token = r->watch_token = next_token++;
             cv.notify_all();
         }
-        persist(r);
         watch(r, pid, token);
     }
 
@@ -834,6 +867,7 @@ struct DeploymentController::Impl {
         std::vector<std::string> events;
         std::string kill_reason;
         int kill_signal = SIGTERM;
+        bool went_ready = false;
         {
             std::lock_guard lock(mu);
             if (!probed(*r) || r->pid != pid || r->id != id) return;
@@ -844,6 +878,7 @@ struct DeploymentController::Impl {
                 r->state = "ready";
                 r->message.clear();
                 add_to_router_locked(*r);
+                went_ready = true;
                 events.push_back(
                     r->deployment + ": replica " + r->id +
                     (was_unready ? " is ready again (back in the router)" : " is ready"));
@@ -899,6 +934,13 @@ struct DeploymentController::Impl {
         }
         for (auto& e : events)
             emit("replica", e);
+        if (went_ready) {
+            try {
+                persist(r);  // pid and state, after the router has it (see launch)
+            } catch (const std::exception& e) {
+                emit("replica", "cannot record replica " + id + ": " + e.what());
+            }
+        }
         if (!kill_reason.empty()) {
             emit("replica", r->deployment + ": replica " + id + " " + kill_reason +
                                 "; stopping it (signal " + std::to_string(kill_signal) + ")");
@@ -1118,8 +1160,10 @@ struct DeploymentController::Impl {
     void set_revision_status(const DeploymentPtr& d, int revision, const std::string& status,
                              const std::string& message) {
         std::optional<RevisionInfo> copy;
+        int replicas = 0;
         {
             std::lock_guard lock(mu);
+            replicas = d->spec.replicas;
             for (auto& r : d->revisions)
                 if (r.revision == revision) {
                     r.status = status;
@@ -1128,6 +1172,13 @@ struct DeploymentController::Impl {
                 }
         }
         if (copy) records.save_revision(d->name, *copy);
+        if (copy && (status == "Complete" || status == "Failed"))
+            registry::metrics().rollout_finished(d->name,
+                                                 status == "Complete" ? "complete" : "failed");
+        if (copy && (status == "Complete" || status == "Failed"))
+            report({d->name, revision, copy->digest.str(), status,
+                    status == "Complete" ? replicas : 0, replicas, copy->cause,
+                    status == "Failed" ? message : ""});
     }
 
     // Records a new revision (the deployment's template becomes `tmpl`, its
@@ -1167,12 +1218,21 @@ struct DeploymentController::Impl {
             d->message = "rolling out revision " + std::to_string(info.revision) + " (" +
                          digest.str() + "): " + cause;
         }
-        for (auto& r : superseded)
-            records.save_revision(d->name, r);
-        records.save_revision(d->name, info);
-        persist(d);
+        {
+            // One commit for the revisions and the deployment: it is on the
+            // way to the first replica's start. persist_mu first, as persist().
+            std::lock_guard order(d->persist_mu);
+            auto rec = deployment_record(d);
+            records.transaction([&] {
+                for (auto& r : superseded)
+                    records.save_revision(d->name, r);
+                records.save_revision(d->name, info);
+                records.save_deployment(rec);
+            });
+        }
         emit("rollout", d->name + ": rollout to revision " + std::to_string(info.revision) + " (" +
                             short_digest(digest) + ") started: " + cause);
+        report({d->name, info.revision, digest.str(), "Started", 0, info.spec.replicas, cause, ""});
         return info.revision;
     }
 
@@ -1315,11 +1375,12 @@ struct DeploymentController::Impl {
             return a->revision < b->revision;
         };
         Clock::time_point next_batch{};
+        int reported_ready = 0;  // rollout hook: ready replicas of the revision last reported
         while (true) {
             pump(d);
             std::vector<ReplicaPtr> retiring;
             ReplicaPtr crashed, late;
-            int crashed_exits = 0, start = 0;
+            int crashed_exits = 0, start = 0, progress_ready = 0, progress_want = 0;
             bool done = false, completed = false;
             auto now = Clock::now();
             {
@@ -1349,6 +1410,8 @@ struct DeploymentController::Impl {
                 }
                 for (auto& r : old)
                     old_ready += is_ready(r);
+                progress_ready = std::min(fresh_ready, want);
+                progress_want = want;
                 int fresh_n = static_cast<int>(fresh.size());
                 int old_n = static_cast<int>(old.size());
                 if (fresh_n == want && fresh_ready == want && old.empty()) {
@@ -1391,6 +1454,12 @@ struct DeploymentController::Impl {
                     start = std::min(max_total - (fresh_n + old_n), want - fresh_n);
                     if (start > 0 && now < next_batch) start = 0;
                 }
+            }
+            if (progress_ready > reported_ready) {
+                for (int n = reported_ready + 1; n <= progress_ready; ++n)
+                    report({d->name, revision, image.digest.str(), "Progress", n, progress_want, "",
+                            ""});
+                reported_ready = progress_ready;
             }
             if (done) return {Outcome::Kind::Done, ""};
             if (crashed) {
@@ -2171,6 +2240,11 @@ void DeploymentController::set_event_sink(
     std::function<void(const std::string& kind, const std::string& message)> sink) {
     std::lock_guard lock(impl_->sink_mu);
     impl_->sink = std::move(sink);
+}
+
+void DeploymentController::set_rollout_hook(std::function<void(const RolloutEvent& event)> hook) {
+    std::lock_guard lock(impl_->sink_mu);
+    impl_->rollout_hook = std::move(hook);
 }
 
 }  // namespace cascade::runtime

@@ -48,6 +48,10 @@ struct DeploymentSpec {
     std::string user;                  // overrides User when non-empty
     std::string hostname;              // empty: the replica's container id
     bool readonly_rootfs = false;
+    // The seccomp filter also admits the host's 32-bit ABIs (x86, x32), for
+    // 32-bit binaries in a 64-bit image; off: native only, which starts
+    // faster (runtime/seccomp.hpp). A 32-bit image gets them regardless.
+    bool seccomp_compat_arches = false;
     // Follow the tag: roll out automatically when it moves (ImageChange trigger).
     bool automatic = true;
     ProbeSpec readiness, liveness, startup;  // unset readiness: see container_port;
@@ -115,6 +119,18 @@ struct RevisionInfo {
     std::string status;
     std::string message;
     int64_t created_unix = 0;
+};
+
+// A step of a rollout, for the event log (`cascade events`).
+struct RolloutEvent {
+    std::string deployment;
+    int revision = 0;
+    std::string digest;
+    std::string phase;   // "Started", "Progress", "Complete", "Failed"
+    int updated = 0;     // Progress: ready replicas of the revision
+    int replicas = 0;    // of this many
+    std::string cause;   // Started: why the revision was made
+    std::string reason;  // Failed: why
 };
 
 class DeploymentController {
@@ -185,6 +201,9 @@ class DeploymentController {
     // Progress lines ("app-a: rollout to revision 2 (sha256:…) started").
     void set_event_sink(
         std::function<void(const std::string& kind, const std::string& message)> sink);
+    // Rollout steps (started, each replica of the new revision ready, the
+    // result), called from the rollout's thread.
+    void set_rollout_hook(std::function<void(const RolloutEvent& event)> hook);
 
   private:
     struct Impl;

@@ -199,6 +199,17 @@ TEST(DeploymentConfig, Defaults) {
     EXPECT_TRUE(d.user.empty());
 }
 
+TEST(DeploymentConfig, SeccompCompatArchitecturesAreAnOptIn) {
+    auto obj = minimal_dc();
+    EXPECT_FALSE(cli::deployment_from_object(obj).seccomp_compat_arches);
+    obj["spec"]["template"]["metadata"]["annotations"]["cascade.io/seccomp-compat-arches"] = "true";
+    EXPECT_TRUE(cli::deployment_from_object(obj).seccomp_compat_arches);
+    obj["spec"]["template"]["metadata"]["annotations"]["cascade.io/seccomp-compat-arches"] = "yes";
+    EXPECT_NE(error_of(obj).find("seccomp-compat-arches] is \"yes\"; use \"true\" or \"false\""),
+              std::string::npos)
+        << error_of(obj);
+}
+
 TEST(DeploymentConfig, RecreateStrategyAndItsTimeout) {
     auto obj = minimal_dc();
     obj["spec"]["strategy"] = {{"type", "Recreate"}, {"recreateParams", {{"timeoutSeconds", 30}}}};

@@ -36,7 +36,9 @@ class BuildRecords : public test::DaemonTest {
                 {"dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\nRUN " + run + "\n"}}},
               {"strategy", {{"type", "Docker"}}},
               {"output", {{"to", {{"kind", "ImageStreamTag"}, {"name", name + ":latest"}}}}},
-              {"triggers", json::array({{{"type", "ConfigChange"}}})}}}};
+              {"triggers",
+               json::array({{{"type", "ConfigChange"}},
+                            {{"type", "Generic"}, {"generic", {{"secret", "hook-secret"}}}}})}}}};
         auto file = tmp.path() / (name + ".json");
         fs::write_file_atomic(file, obj.dump());
         auto r = daemon->cli({"apply", "-f", file.string()});
@@ -100,8 +102,9 @@ TEST_F(BuildRecords, LogsFollowARunningBuildUntilCancelBuildStopsIt) {
     EXPECT_NE(unknown.err.find("not found"), std::string::npos) << unknown.err;
 
     // A generic webhook starts a build recorded with its cause.
-    auto hook = test::run({"curl", "-sS", "-d", "{}", "-H", "Content-Type: application/json",
-                           daemon->host() + "/api/v1/buildconfigs/slow/webhooks/generic"});
+    auto hook =
+        test::run({"curl", "-sS", "-d", "{}", "-H", "Content-Type: application/json",
+                   daemon->host() + "/api/v1/buildconfigs/slow/webhooks/hook-secret/generic"});
     ASSERT_EQ(hook.exit_code, 0) << hook.err;
     ASSERT_TRUE(json::accept(hook.out)) << hook.out << hook.err;
     EXPECT_EQ(json::parse(hook.out)["metadata"]["name"], "slow-2");

@@ -14,6 +14,16 @@
 
 namespace cascade::test {
 
+// An image for deployments: busybox httpd serving "v<V>" (build-arg V,
+// default 1) from /www on port 8080, ending on SIGTERM. The context needs
+// busybox next to the Dockerfile.
+inline constexpr const char* kHttpdDockerfile = R"(FROM scratch
+COPY busybox /bin/busybox
+ARG V=1
+RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /www && echo v$V > /www/index.html"]
+CMD ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM; /bin/busybox httpd -f -p 8080 -h /www & wait"]
+)";
+
 class DaemonTest : public ::testing::Test {
   protected:
     fs::TempDir tmp;

@@ -107,7 +107,8 @@ class ImageStreamExample : public ::testing::Test {
 };
 
 TEST_F(ImageStreamExample, UpThenBaseRebuildCascadesWithoutFailedRequests) {
-    auto up = daemon->cli({"up", example.string(), "--root", state.string()}, 900s);
+    auto up =
+        daemon->cli({"up", (example / "cascade.yaml").string(), "--root", state.string()}, 900s);
     ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
     EXPECT_NE(up.out.find("app-a: http://127.0.0.1:" + std::to_string(port_a) + "/"),
               std::string::npos)
@@ -201,7 +202,8 @@ TEST_F(ImageStreamExample, UpThenBaseRebuildCascadesWithoutFailedRequests) {
 }
 
 TEST_F(ImageStreamExample, ApplyingAgainChangesNothingAndACrashedDaemonReadoptsItsReplicas) {
-    auto up = daemon->cli({"up", example.string(), "--root", state.string()}, 900s);
+    auto up =
+        daemon->cli({"up", (example / "cascade.yaml").string(), "--root", state.string()}, 900s);
     ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
     auto pods_before = get("deployments");
 

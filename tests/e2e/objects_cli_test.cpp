@@ -1,0 +1,333 @@
+// The object kinds with the real binary, runc and curl: an ImageStreamTag
+// alias that follows its source tag, a Route to a Service resolved through
+// the service's selector and ports, applying the same file twice (nothing
+// rebuilt or rolled out), a DeploymentConfig without a ConfigChange trigger
+// (a changed template waits for `rollout latest`) and with automatic: false
+// (a tag move does not roll out), labels and unknown fields, and /metrics.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "daemon_fixture.hpp"
+#include "oci/fs.hpp"
+#include "support.hpp"
+
+using nlohmann::json;
+using namespace cascade;
+using namespace std::chrono_literals;
+
+namespace {
+
+class ObjectsCli : public test::DaemonTest {
+  protected:
+    ObjectsCli() : DaemonTest("cascade-objects-cli-") {}
+    uint16_t route_port = test::free_port();
+
+    void SetUp() override {
+        DaemonTest::SetUp();
+        fs::write_file_atomic(context / "Dockerfile", test::kHttpdDockerfile);
+    }
+
+    test::CommandResult apply(const std::string& name, const std::string& yaml) {
+        auto file = tmp.path() / name;
+        fs::write_file_atomic(file, yaml);
+        return daemon->cli({"apply", "-f", file.string()});
+    }
+
+    json get(const std::vector<std::string>& what) {
+        std::vector<std::string> args = {"get"};
+        args.insert(args.end(), what.begin(), what.end());
+        args.insert(args.end(), {"-o", "json"});
+        auto r = daemon->cli(args);
+        EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+        return r.exit_code == 0 ? json::parse(r.out) : json();
+    }
+
+    // The digest a stream tag points to ("" when none).
+    std::string tag_digest(const std::string& stream, const std::string& tag) {
+        auto is = get({"is", stream});
+        for (const auto& t : is["status"]["tags"])
+            if (t["tag"] == tag && !t["items"].empty())
+                return t["items"][0]["image"].get<std::string>();
+        return "";
+    }
+    std::string tag_cause(const std::string& stream, const std::string& tag) {
+        auto is = get({"is", stream});
+        for (const auto& t : is["status"]["tags"])
+            if (t["tag"] == tag && !t["items"].empty())
+                return t["items"][0]["cause"].get<std::string>();
+        return "";
+    }
+
+    std::string build(const std::string& version) {
+        auto r = daemon->cli(
+            {"build", "-t", "web:latest", "--build-arg", "V=" + version, context.string()}, 300s);
+        EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+        auto pos = r.out.rfind("sha256:");
+        return pos == std::string::npos ? "" : r.out.substr(pos, 71);
+    }
+
+    void wait_rolled_out(const std::string& name, int revision) {
+        auto r = daemon->cli(
+            {"rollout", "status", name, "--revision", std::to_string(revision), "--timeout", "180"},
+            240s);
+        ASSERT_EQ(r.exit_code, 0) << r.out << r.err
+                                  << daemon->cli({"describe", "deployment", name}).out;
+    }
+
+    int revision(const std::string& name) {
+        return get({"dc", name})["status"].value("latestVersion", -1);
+    }
+
+    std::string metrics() {
+        auto r = test::http_get(daemon->port(), "/metrics");
+        EXPECT_TRUE(r && r->status == 200);
+        return r ? r->body : "";
+    }
+
+    std::string all_objects() {
+        return R"(apiVersion: image.openshift.io/v1
+kind: ImageStream
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  lookupPolicy: {local: true}
+  tags:
+  - name: stable
+    from: {kind: ImageStreamTag, name: latest}
+---
+apiVersion: build.openshift.io/v1
+kind: BuildConfig
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  source: {contextDir: context}
+  strategy: {type: Docker, dockerStrategy: {}}
+  output: {to: {kind: ImageStreamTag, name: "web:latest"}}
+  triggers: [{type: ConfigChange}]
+---
+apiVersion: apps.openshift.io/v1
+kind: DeploymentConfig
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 1
+  selector: {app: web}
+  strategy:
+    type: Rolling
+    rollingParams: {maxSurge: 1, maxUnavailable: 0, timeoutSeconds: 120}
+  template:
+    metadata:
+      labels: {app: web, tier: front}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: web:stable
+        ports: [{containerPort: 8080, name: http}]
+        readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+  triggers:
+  - type: ConfigChange
+  - type: ImageChange
+    imageChangeParams:
+      automatic: true
+      containerNames: [web]
+      from: {kind: ImageStreamTag, name: "web:stable"}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: front
+  labels: {app: web}
+spec:
+  selector: {tier: front}
+  ports: [{name: web, port: 80, targetPort: http}]
+---
+apiVersion: route.openshift.io/v1
+kind: Route
+metadata:
+  name: web
+  labels: {app: web}
+  annotations: {cascade.io/host-port: ")" +
+               std::to_string(route_port) + R"("}
+spec:
+  to: {kind: Service, name: front}
+  port: {targetPort: web}
+)";
+    }
+};
+
+TEST_F(ObjectsCli, AliasServiceRouteIdempotenceAndMetrics) {
+    auto r = apply("all.yaml", all_objects());
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(r.err.find("Warning"), std::string::npos) << r.err;
+    for (const char* line :
+         {"imagestream/web created", "buildconfig/web created", "deploymentconfig/web created",
+          "service/front created", "route/web created"})
+        EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+
+    // The ConfigChange build moves web:latest; the alias web:stable follows
+    // and the deployment following web:stable rolls out.
+    wait_rolled_out("web", 1);
+    std::string latest = tag_digest("web", "latest");
+    ASSERT_FALSE(latest.empty());
+    EXPECT_EQ(tag_digest("web", "stable"), latest);
+    EXPECT_EQ(tag_cause("web", "stable"), "tag web:latest");
+    auto served = test::http_get(route_port, "/");
+    ASSERT_TRUE(served);
+    EXPECT_EQ(served->body, "v1\n");
+    EXPECT_EQ(get({"svc", "front"})["spec"]["selector"]["tier"], "front");
+
+    // The same file again: everything unchanged, nothing rebuilt or rolled out.
+    r = apply("all.yaml", all_objects());
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    for (const char* line :
+         {"imagestream/web unchanged", "buildconfig/web unchanged",
+          "deploymentconfig/web unchanged", "service/front unchanged", "route/web unchanged"})
+        EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+    std::this_thread::sleep_for(2s);  // a wrongly queued build or rollout would show by now
+    EXPECT_EQ(get({"builds"})["items"].size(), 1u);
+    EXPECT_EQ(revision("web"), 1);
+
+    // A new latest (a push from outside the build config): the alias follows.
+    std::string v2 = build("2");
+    ASSERT_FALSE(v2.empty());
+    EXPECT_EQ(tag_digest("web", "stable"), v2);
+    wait_rolled_out("web", 2);
+    served = test::http_get(route_port, "/");
+    ASSERT_TRUE(served);
+    EXPECT_EQ(served->body, "v2\n");
+
+    // A registry request, to be counted.
+    auto v2_base = test::http_get(daemon->port(), "/v2/");
+    ASSERT_TRUE(v2_base);
+    auto text = metrics();
+    EXPECT_NE(text.find("# TYPE cascade_builds_total counter"), std::string::npos) << text;
+    EXPECT_NE(text.find("cascade_builds_total{config=\"web\",result=\"complete\"} 1\n"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("cascade_build_duration_seconds_count{config=\"web\"} 1\n"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("cascade_rollouts_total{deployment=\"web\",result=\"complete\"} 2\n"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("cascade_replicas{deployment=\"web\",state=\"ready\"} 1\n"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("cascade_registry_requests_total{method=\"GET\",code=\"200\"}"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("cascade_registry_bytes_total{direction=\"out\"}"), std::string::npos)
+        << text;
+}
+
+TEST_F(ObjectsCli, WithoutConfigChangeATemplateWaitsAndAutomaticFalseHoldsTagMoves) {
+    build("1");
+    auto dc = [&](const std::string& env) {
+        return R"(apiVersion: apps.openshift.io/v1
+kind: DeploymentConfig
+metadata: {name: held}
+spec:
+  replicas: 1
+  template:
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: web:latest
+        env: [{name: STAGE, value: )" +
+               env + R"(}]
+        ports: [{containerPort: 8080}]
+  triggers:
+  - type: ImageChange
+    imageChangeParams:
+      automatic: false
+      from: {kind: ImageStreamTag, name: "web:latest"}
+)";
+    };
+    auto r = apply("held.yaml", dc("one"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    wait_rolled_out("held", 1);
+
+    // A changed template: recorded, not rolled out.
+    r = apply("held.yaml", dc("two"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("deploymentconfig/held configured"), std::string::npos) << r.out;
+    EXPECT_NE(r.err.find("no ConfigChange trigger"), std::string::npos) << r.err;
+    // A tag move with automatic: false: not rolled out either.
+    build("2");
+    std::this_thread::sleep_for(2s);
+    EXPECT_EQ(revision("held"), 1);
+    auto env = daemon->cli({"exec", "held", "--", "/bin/busybox", "sh", "-c", "echo $STAGE"});
+    EXPECT_EQ(env.out, "one\n") << env.err;
+
+    // `rollout latest` rolls out the applied template.
+    r = daemon->cli({"rollout", "latest", "held"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    wait_rolled_out("held", 2);
+    env = daemon->cli({"exec", "held", "--", "/bin/busybox", "sh", "-c", "echo $STAGE"});
+    EXPECT_EQ(env.out, "two\n") << env.err;
+}
+
+TEST_F(ObjectsCli, LabelsUnknownFieldsAndUnsupportedValues) {
+    auto r = apply("bad-label.yaml", R"(apiVersion: v1
+kind: Service
+metadata:
+  name: s
+  labels: {"-app": x}
+spec:
+  selector: {app: a}
+  ports: [{port: 80}]
+)");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("Service \"s\": metadata.labels key \"-app\""), std::string::npos)
+        << r.err;
+
+    r = apply("udp.yaml", R"(apiVersion: v1
+kind: Service
+metadata: {name: s}
+spec:
+  selector: {app: a}
+  ports: [{port: 53, protocol: UDP}]
+)");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("spec.ports[0].protocol \"UDP\" is not supported (TCP)"),
+              std::string::npos)
+        << r.err;
+
+    r = apply("kind.yaml", R"(apiVersion: v1
+kind: ConfigMap
+metadata: {name: c}
+)");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("Service"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("ConfigMap"), std::string::npos) << r.err;
+
+    r = apply("extra.yaml", R"(apiVersion: v1
+kind: Service
+metadata: {name: s, labels: {app: a}}
+spec:
+  selector: {app: a}
+  ports: [{port: 80}]
+  externalName: x.example
+)");
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_NE(r.err.find("spec.externalName"), std::string::npos) << r.err;
+    auto svc = get({"svc", "s"});
+    EXPECT_EQ(svc["metadata"]["labels"]["app"], "a");
+
+    // A route to a Service that selects nothing is refused.
+    r = apply("route.yaml", R"(apiVersion: route.openshift.io/v1
+kind: Route
+metadata: {name: r}
+spec:
+  to: {kind: Service, name: s}
+)");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("selects no DeploymentConfig"), std::string::npos) << r.err;
+}
+
+}  // namespace
