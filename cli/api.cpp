@@ -1668,7 +1668,21 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                             res, 404,
                             "build config \"" + name +
                                 "\" not found; `cascade get buildconfigs` lists them");
-                    auto build = ctx.builds.start_build(name, "manual (start-build)");
+                    // --from-dir: a directory on the daemon's host (the CLI sends
+                    // its absolute path), OpenShift's binary build input.
+                    std::string from_dir;
+                    if (!req.body.empty()) {
+                        auto body = json::parse(req.body);
+                        from_dir = body.value("fromDir", "");
+                    }
+                    if (!from_dir.empty() && from_dir.front() != '/')
+                        return send_error(res, 400,
+                                          "fromDir \"" + from_dir + "\" must be an absolute path");
+                    auto build = ctx.builds.start_build(
+                        name,
+                        from_dir.empty() ? "manual (start-build)"
+                                         : "manual (start-build --from-dir " + from_dir + ")",
+                        engine::BuildCause::Manual, from_dir);
                     send_json(res, build_json(*ctx.builds.build(build)), 201);
                 }));
 

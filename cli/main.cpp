@@ -850,8 +850,17 @@ int wait_build(const Global& g, const std::string& build) {
     }
 }
 
-int cmd_start_build(const Global& g, const std::string& name, bool follow, bool wait) {
-    auto b = api_post(g, "/api/v1/buildconfigs/" + name + "/instantiate", json::object());
+int cmd_start_build(const Global& g, const std::string& name, bool follow, bool wait,
+                    const std::string& from_dir) {
+    json body = json::object();
+    if (!from_dir.empty()) {
+        std::error_code ec;
+        auto dir = std::filesystem::absolute(from_dir, ec);
+        if (ec || !std::filesystem::is_directory(dir))
+            throw Error("--from-dir " + from_dir + " is not a directory");
+        body["fromDir"] = dir.lexically_normal().string();
+    }
+    auto b = api_post(g, "/api/v1/buildconfigs/" + name + "/instantiate", body);
     std::string build = b["metadata"]["name"];
     std::cout << "build/" << build << " started\n" << std::flush;
     if (follow) stream_build_log(g, build, true);
@@ -1784,7 +1793,8 @@ void add_help_footers(CLI::App& app) {
          "  cascade delete builds -l buildconfig=app-a --ignore-not-found"},
         {"start-build",
          "  cascade start-build httpd-base\n"
-         "  cascade start-build app-a --follow"},
+         "  cascade start-build app-a --follow\n"
+         "  cascade start-build httpd-base --from-dir ~/src/image-stream --wait"},
         {"cancel-build", "  cascade cancel-build app-a-4"},
         {"logs",
          "  cascade logs build/app-a-3\n"
@@ -2137,12 +2147,15 @@ int main(int argc, char** argv) {
         ->required()
         ->check(CLI::IsMember({"bash", "zsh"}));
 
-    std::string sb_name;
+    std::string sb_name, sb_from_dir;
     bool sb_follow = false, sb_wait = false;
     auto* sb_cmd = app.add_subcommand("start-build", "start a new build of a build config");
     sb_cmd->add_option("name", sb_name, "build config")->required();
     sb_cmd->add_flag("-F,--follow", sb_follow, "stream the build's log until it ends");
     sb_cmd->add_flag("-w,--wait", sb_wait, "wait until the build ends; exit 1 when it failed");
+    sb_cmd->add_option("--from-dir", sb_from_dir,
+                       "build this directory (copied when the build starts) instead of the "
+                       "config's source; a git contextDir applies inside it");
 
     std::string logs_target;
     LogOptions logs_opts;
@@ -2302,7 +2315,7 @@ int main(int argc, char** argv) {
             std::cout << completion_script(app, completion_shell);
             return 0;
         }
-        if (*sb_cmd) return cmd_start_build(g, sb_name, sb_follow, sb_wait);
+        if (*sb_cmd) return cmd_start_build(g, sb_name, sb_follow, sb_wait, sb_from_dir);
         if (*logs_cmd) return cmd_logs(g, logs_target, logs_opts);
         if (*scale_cmd) return cmd_scale(g, scale_target, scale_replicas);
         if (*exec_cmd) return cmd_exec(g, exec_target, exec_replica, exec_command);

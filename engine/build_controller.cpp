@@ -237,7 +237,13 @@ struct BuildController::Impl {
         // Queued by image changes only: the base tag and the digest it last
         // moved to (a build of any other cause coalesced in clears them).
         std::string image_tag, image_digest;
+        bool binary = false;  // its own source (start-build --from-dir): never coalesced
     };
+
+    // Where a binary build's copy of its --from-dir directory lives.
+    std::filesystem::path binary_source(const std::string& build) const {
+        return logs_dir.parent_path() / "sources" / (build + ".binary");
+    }
     std::deque<Pending> queue;
     std::string running_config;
     std::string running_build;
@@ -360,10 +366,15 @@ struct BuildController::Impl {
     // Creates a build record and queues it, unless a queued build of the same
     // config exists (then that one is returned: coalesced).
     std::string enqueue(const std::string& config, const std::string& cause, BuildCause kind,
-                        const std::string& image_tag = {}, const std::string& image_digest = {}) {
+                        const std::string& image_tag = {}, const std::string& image_digest = {},
+                        const std::filesystem::path& from_dir = {}) {
+        const bool binary = !from_dir.empty();
+        if (binary && !std::filesystem::is_directory(from_dir))
+            throw Error("--from-dir " + from_dir.string() +
+                        " is not a directory on the daemon's host; give an existing directory");
         std::unique_lock lock(mu);
         for (auto& p : queue)
-            if (p.config == config) {
+            if (p.config == config && !p.binary && !binary) {
                 if (kind == BuildCause::ImageChange && !p.image_tag.empty()) {
                     p.image_tag = image_tag;
                     p.image_digest = image_digest;
@@ -381,15 +392,29 @@ struct BuildController::Impl {
             db.query("UPDATE build_configs SET last_version = ?1 WHERE name = ?2",
                      {number, config});
             name = config + "-" + std::to_string(number);
+            std::string revision;
+            if (binary) {
+                // Copied before the record exists: a build never sees a half copy.
+                auto copy = binary_source(name);
+                std::error_code ec;
+                std::filesystem::remove_all(copy, ec);
+                fs::make_dirs(copy.parent_path());
+                std::filesystem::copy(from_dir, copy,
+                                      std::filesystem::copy_options::recursive |
+                                          std::filesystem::copy_options::copy_symlinks);
+                revision =
+                    nlohmann::json{{"type", "Binary"}, {"binary", {{"fromDir", from_dir.string()}}}}
+                        .dump();
+            }
             db.query(
-                "INSERT INTO builds (name, config, number, cause, cause_kind, phase, created) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, 'New', ?6)",
-                {name, config, number, cause, to_string(kind), now_ms()});
+                "INSERT INTO builds (name, config, number, cause, cause_kind, phase, created, "
+                "revision) VALUES (?1, ?2, ?3, ?4, ?5, 'New', ?6, ?7)",
+                {name, config, number, cause, to_string(kind), now_ms(), revision});
         });
-        if (kind == BuildCause::ImageChange)
-            queue.push_back({name, config, image_tag, image_digest});
+        if (kind == BuildCause::ImageChange && !binary)
+            queue.push_back({name, config, image_tag, image_digest, false});
         else
-            queue.push_back({name, config, {}, {}});
+            queue.push_back({name, config, {}, {}, binary});
         cv.notify_all();
         lock.unlock();
         emit("BuildQueued", name + " (" + cause + ")");
@@ -486,6 +511,13 @@ struct BuildController::Impl {
 
     void execute(const Pending& p, const std::shared_ptr<CancelToken>& token) {
         if (already_built(p)) return;
+        struct RemoveBinarySource {
+            std::filesystem::path path;
+            ~RemoveBinarySource() {
+                std::error_code ec;
+                if (!path.empty()) std::filesystem::remove_all(path, ec);
+            }
+        } remove_binary{p.binary ? binary_source(p.build) : std::filesystem::path()};
         db.query("UPDATE builds SET phase = 'Pending' WHERE name = ?1", {p.build});
         auto spec = load_config(p.config);
         db.query("UPDATE builds SET phase = 'Running', started = ?1 WHERE name = ?2",
@@ -505,7 +537,16 @@ struct BuildController::Impl {
             req.context = spec->context;
             // A git source: cloned into a scratch directory removed after the build.
             std::optional<fs::TempDir> checkout;
-            if (!spec->git_uri.empty()) {
+            if (p.binary) {
+                auto copy = binary_source(p.build);
+                write_log("Using the directory given to start-build --from-dir (copied at start)");
+                req.context = spec->git_uri.empty() ? copy : copy / spec->git_context_dir;
+                if (!std::filesystem::is_directory(req.context))
+                    throw Error("BuildConfig \"" + p.config + "\": spec.source.contextDir \"" +
+                                spec->git_context_dir +
+                                "\" is not a directory in the --from-dir directory (contextDir "
+                                "applies inside it, as in OpenShift)");
+            } else if (!spec->git_uri.empty()) {
                 auto sources = logs_dir.parent_path() / "sources";
                 fs::make_dirs(sources);
                 checkout.emplace(sources, p.build + "-");
@@ -597,8 +638,23 @@ BuildController::BuildController(registry::Store& store, registry::Database& db,
         "UPDATE builds SET phase = 'Failed', finished = ?1, "
         "message = 'daemon stopped during the build' WHERE phase IN ('Running', 'Pending')",
         {now_ms()});
-    for (auto& r : db.rows("SELECT name, config FROM builds WHERE phase = 'New' ORDER BY created"))
-        impl_->queue.push_back({registry::as_text(r[0]), registry::as_text(r[1]), {}, {}});
+    for (auto& r : db.rows("SELECT name, config, revision FROM builds WHERE phase = 'New' ORDER "
+                           "BY created")) {
+        auto name = registry::as_text(r[0]);
+        bool binary = registry::as_text(r[2]).find("\"Binary\"") != std::string::npos;
+        impl_->queue.push_back({name, registry::as_text(r[1]), {}, {}, binary});
+    }
+    // Copies of --from-dir directories whose builds are no longer queued.
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator(impl_->logs_dir.parent_path() / "sources", ec)) {
+        auto file = e.path().filename().string();
+        if (file.size() < 8 || file.substr(file.size() - 7) != ".binary") continue;
+        auto build = file.substr(0, file.size() - 7);
+        bool queued = std::any_of(impl_->queue.begin(), impl_->queue.end(),
+                                  [&](const Impl::Pending& p) { return p.build == build; });
+        if (!queued) std::filesystem::remove_all(e.path(), ec);
+    }
     impl_->worker = std::thread([this] { impl_->run_worker(); });
 }
 
@@ -642,8 +698,8 @@ bool BuildController::remove(const std::string& name) {
 }
 
 std::string BuildController::start_build(const std::string& config, const std::string& cause,
-                                         BuildCause kind) {
-    return impl_->enqueue(config, cause, kind);
+                                         BuildCause kind, const std::filesystem::path& from_dir) {
+    return impl_->enqueue(config, cause, kind, {}, {}, from_dir);
 }
 
 bool BuildController::cancel(const std::string& build_name) {
@@ -655,6 +711,8 @@ bool BuildController::cancel(const std::string& build_name) {
         impl_->queue.erase(it);
         impl_->cv.notify_all();
         lock.unlock();
+        std::error_code ec;
+        std::filesystem::remove_all(impl_->binary_source(build_name), ec);  // --from-dir copy
         impl_->db.query(
             "UPDATE builds SET phase = 'Cancelled', finished = ?1, "
             "message = 'cancelled before it started' WHERE name = ?2",

@@ -113,8 +113,14 @@ class BuildController {
 
     // Queues a build; returns its name ("httpd-base-3"). Throws when the
     // config does not exist.
+    // `from_dir` (absolute; `cascade start-build --from-dir`, OpenShift's
+    // binary build input): the directory is copied now and that copy is the
+    // build's source instead of the config's (the config's git contextDir
+    // applies inside it, as in OpenShift); such a build is never coalesced
+    // with another.
     std::string start_build(const std::string& config, const std::string& cause = "manual",
-                            BuildCause kind = BuildCause::Manual);
+                            BuildCause kind = BuildCause::Manual,
+                            const std::filesystem::path& from_dir = {});
     // Cancels a queued build (it never runs) or stops a running one; either
     // ends as Cancelled. False when the build had already finished; throws
     // when there is no such build.

@@ -207,6 +207,43 @@ spec:
     EXPECT_FALSE(b3["status"]["tagMoved"].get<bool>());
     EXPECT_EQ(tag_digest(), digest2);
 
+    // start-build --from-dir: a copy of the working tree with an uncommitted
+    // change is the source (contextDir applies inside it); changing the
+    // directory after the start changes nothing; the record says Binary.
+    auto work = tmp.path() / "work";
+    stdfs::copy(repo, work, stdfs::copy_options::recursive);
+    fs::write_file_atomic(work / "app" / "version", "from-dir\n");
+    auto bad_dir =
+        daemon->cli({"start-build", "app", "--from-dir", (tmp.path() / "nope").string()});
+    EXPECT_EQ(bad_dir.exit_code, 1) << bad_dir.out << bad_dir.err;
+    EXPECT_NE(bad_dir.err.find("not a directory"), std::string::npos) << bad_dir.err;
+    auto from_dir = daemon->cli({"start-build", "app", "--from-dir", work.string()});
+    ASSERT_EQ(from_dir.exit_code, 0) << from_dir.out << from_dir.err;
+    EXPECT_NE(from_dir.out.find("build/app-4"), std::string::npos) << from_dir.out;
+    fs::write_file_atomic(work / "app" / "version", "changed after the start\n");
+    ASSERT_TRUE(test::eventually([&] { return finished("app-4"); }, 180s));
+    auto b4 = get("build/app-4");
+    ASSERT_EQ(b4["status"]["phase"], "Complete") << b4.dump(2);
+    EXPECT_EQ(b4["spec"]["revision"]["type"], "Binary") << b4.dump(2);
+    EXPECT_EQ(b4["spec"]["revision"]["binary"]["fromDir"], work.string()) << b4.dump(2);
+    auto digest4 = tag_digest();
+    EXPECT_NE(digest4, digest2);
+    {
+        // The image holds the directory's version file as it was at the start.
+        auto out = tmp.path() / "oci";
+        auto copy = test::run({"skopeo", "copy", "--src-tls-verify=false",
+                               "docker://" + daemon->host().substr(7) + "/app:latest",
+                               "oci:" + out.string() + ":x"});
+        ASSERT_EQ(copy.exit_code, 0) << copy.err;
+        auto found = test::run(
+            {"sh", "-c",
+             "for l in " + out.string() +
+                 "/blobs/sha256/*; do tar -xzOf \"$l\" --wildcards '*version' 2>/dev/null; "
+                 "done"});
+        EXPECT_NE(found.out.find("from-dir"), std::string::npos) << found.out;
+        EXPECT_EQ(found.out.find("changed after"), std::string::npos) << found.out;
+    }
+
     // Nothing is left of the checkouts or the build containers.
     std::error_code ec;
     EXPECT_TRUE(!stdfs::exists(state / "builds" / "sources") ||
