@@ -515,7 +515,7 @@ std::map<std::string, json> objects_of(ApiContext& ctx, const std::vector<json>&
 // selector picks (by spec.template.metadata.labels), with spec.port.targetPort
 // resolved through the service's ports (name or number) to a container port.
 std::string route_service_target(ApiContext& ctx, const std::vector<json>& items, const json& route,
-                                 json* warnings) {
+                                 uint16_t* target_port = nullptr) {
     std::string who = "Route \"" + object_name(route) + "\"";
     std::string svc_name = route.value("/spec/to/name"_json_pointer, std::string());
     auto services = objects_of(ctx, items, {"Service"});
@@ -587,11 +587,8 @@ std::string route_service_target(ApiContext& ctx, const std::vector<json>& items
         throw Error(who + ": Service \"" + svc_name + "\" port " + std::to_string(port->port) +
                     " targets \"" + port->target_port + "\", which is not a container port of " +
                     matches[0] + " (spec.template.spec.containers[0].ports)");
-    if (warnings && container_port != first)
-        warnings->push_back(who + ": spec.port.targetPort resolves to container port " +
-                            std::to_string(container_port) + " of " + matches[0] +
-                            ", but routes forward to its first container port " +
-                            std::to_string(first));
+    // The route forwards to that port (0: the deployment's first port).
+    if (target_port) *target_port = container_port == first ? 0 : container_port;
     return matches[0];
 }
 
@@ -687,8 +684,7 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
             if (!added && it->second != name)
                 throw HttpError(409, "Route \"" + name + "\": spec.host " + hostname +
                                          " is also the host of route " + it->second);
-            if (route_target_kind(obj) == "Service")
-                route_service_target(ctx, items, obj, &warnings);
+            if (route_target_kind(obj) == "Service") route_service_target(ctx, items, obj);
         } else if (kind == "ImageStream") {
             image_stream_imports_from_object(obj);
             image_stream_aliases_from_object(obj);
@@ -743,7 +739,7 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
         } else if (kind == "Route") {
             auto route = route_from_object(obj);
             if (route_target_kind(obj) == "Service")
-                route.deployment = route_service_target(ctx, items, obj, nullptr);
+                route.deployment = route_service_target(ctx, items, obj, &route.target_port);
             if (route.port == 0) {
                 // Keep the port a route already has; else pick a free one.
                 for (const auto& r : ctx.deployments.routes())

@@ -467,13 +467,13 @@ struct DeploymentController::Impl {
         return route + "/" + container_id;
     }
 
-    static Backend backend_for(const std::string& route, const Replica& r) {
+    static Backend backend_for(const RouteSpec& route, const Replica& r) {
         auto netns = r.netns;
-        uint16_t port = r.spec.container_port;
+        uint16_t port = route.target_port != 0 ? route.target_port : r.spec.container_port;
         // Sockets from a helper thread in the replica's namespace (released
         // with the backend); the router retries attempts that time out.
         auto sockets = std::make_shared<NetnsSockets>(netns->get());
-        return Backend{backend_id(route, r.id),
+        return Backend{backend_id(route.name, r.id),
                        [netns, port]() -> fs::Fd {
                            return connect_in_netns(netns->get(), port, kBackendConnectTimeout);
                        },
@@ -491,7 +491,7 @@ struct DeploymentController::Impl {
         for (auto& [name, route] : routes) {
             if (route.deployment != r.deployment) continue;
             try {
-                router.add_backend(name, backend_for(name, r));
+                router.add_backend(name, backend_for(route, r));
             } catch (...) {
                 // The route's listener failed (reported by apply_route/recover).
             }
@@ -2093,7 +2093,9 @@ void DeploymentController::apply_route(const RouteSpec& input) {
     impl_->records.save_route(route);
     {
         std::lock_guard lock(impl_->mu);
-        bool same_deployment = previous && previous->deployment == route.deployment;
+        // The same replicas on the same port: the backends stay.
+        bool same_deployment = previous && previous->deployment == route.deployment &&
+                               previous->target_port == route.target_port;
         if (previous && !same_deployment) {
             auto it = impl_->deployments.find(previous->deployment);
             if (it != impl_->deployments.end())
@@ -2106,7 +2108,7 @@ void DeploymentController::apply_route(const RouteSpec& input) {
             if (it != impl_->deployments.end())
                 for (auto& [id, r] : it->second->replicas)
                     if (r->in_router)
-                        impl_->router.add_backend(route.name, Impl::backend_for(route.name, *r));
+                        impl_->router.add_backend(route.name, Impl::backend_for(route, *r));
         }
     }
     impl_->emit("route", "route " + route.name + " → " + route.deployment + " on http://" +

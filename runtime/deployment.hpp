@@ -71,6 +71,8 @@ struct RouteSpec {
     uint16_t port = 0;               // the route's own port (0: picked by apply)
     std::string hostname;            // Host header on the shared HTTP port;
                                      // empty: "<name>.localhost"
+    uint16_t target_port = 0;        // the replicas' port it forwards to;
+                                     // 0: the deployment's container_port
 };
 
 struct ReplicaStatus {

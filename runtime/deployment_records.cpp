@@ -280,6 +280,11 @@ ALTER TABLE runtime_replicas ADD COLUMN idx INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE runtime_replicas ADD COLUMN previous_log TEXT NOT NULL DEFAULT '';
 ALTER TABLE runtime_replicas ADD COLUMN last_exit INTEGER NOT NULL DEFAULT 0;
 )sql");
+    // Routes: the Host name on the shared port and the target container port.
+    db_.migrate("runtime-routes-target-1", R"sql(
+ALTER TABLE runtime_routes ADD COLUMN hostname TEXT NOT NULL DEFAULT '';
+ALTER TABLE runtime_routes ADD COLUMN target_port INTEGER NOT NULL DEFAULT 0;
+)sql");
 }
 
 void DeploymentRecords::save_deployment(const DeploymentRecord& d) {
@@ -424,10 +429,11 @@ std::vector<ReplicaRecord> DeploymentRecords::replicas() {
 
 void DeploymentRecords::save_route(const RouteSpec& r) {
     db_.query(
-        "INSERT INTO runtime_routes(name, deployment, host, port) VALUES(?1, ?2, ?3, ?4) "
-        "ON CONFLICT(name) DO UPDATE SET deployment = excluded.deployment, host = excluded.host, "
-        "port = excluded.port",
-        {r.name, r.deployment, r.host, int64_t{r.port}});
+        "INSERT INTO runtime_routes(name, deployment, host, port, hostname, target_port) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(name) DO UPDATE SET deployment = "
+        "excluded.deployment, host = excluded.host, port = excluded.port, hostname = "
+        "excluded.hostname, target_port = excluded.target_port",
+        {r.name, r.deployment, r.host, int64_t{r.port}, r.hostname, int64_t{r.target_port}});
 }
 
 void DeploymentRecords::delete_route(const std::string& name) {
@@ -437,12 +443,15 @@ void DeploymentRecords::delete_route(const std::string& name) {
 std::vector<RouteSpec> DeploymentRecords::routes() {
     std::vector<RouteSpec> out;
     for (auto& row :
-         db_.rows("SELECT name, deployment, host, port FROM runtime_routes ORDER BY name")) {
+         db_.rows("SELECT name, deployment, host, port, hostname, target_port FROM runtime_routes "
+                  "ORDER BY name")) {
         RouteSpec r;
         r.name = as_text(row[0]);
         r.deployment = as_text(row[1]);
         r.host = as_text(row[2]);
         r.port = static_cast<uint16_t>(as_int(row[3]));
+        r.hostname = as_text(row[4]);
+        r.target_port = static_cast<uint16_t>(as_int(row[5]));
         out.push_back(std::move(r));
     }
     return out;

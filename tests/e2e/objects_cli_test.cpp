@@ -331,3 +331,88 @@ spec:
 }
 
 }  // namespace
+
+// A Route's spec.port.targetPort, through the Service's ports, picks the
+// container port it forwards to; changing it moves the route's backends (and
+// the choice outlives a daemon restart).
+TEST_F(ObjectsCli, RouteTargetPortPicksTheContainerPort) {
+    fs::write_file_atomic(
+        context / "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /www /admin && echo "
+        "site > /www/index.html && echo admin > /admin/index.html\"]\n"
+        "CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p "
+        "8080 -h /www & /bin/busybox httpd -f -p 8081 -h /admin & wait\"]\n");
+    build("1");
+    auto objects = [&](const std::string& target) {
+        return R"(apiVersion: apps.openshift.io/v1
+kind: DeploymentConfig
+metadata: {name: two}
+spec:
+  replicas: 1
+  template:
+    metadata: {labels: {app: two}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: web:latest
+        ports: [{containerPort: 8080, name: http}, {containerPort: 8081, name: admin}]
+  triggers:
+  - type: ImageChange
+    imageChangeParams: {automatic: true, containerNames: [web], from: {kind: ImageStreamTag, name: "web:latest"}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: two}
+spec:
+  selector: {app: two}
+  ports: [{name: web, port: 80, targetPort: http}, {name: admin, port: 81, targetPort: admin}]
+---
+apiVersion: route.openshift.io/v1
+kind: Route
+metadata:
+  name: two
+  annotations: {cascade.io/host-port: ")" +
+               std::to_string(route_port) + R"("}
+spec:
+  to: {kind: Service, name: two}
+  port: {targetPort: )" +
+               target + "}\n";
+    };
+    auto body = [&]() -> std::string {
+        std::string last;
+        test::eventually(
+            [&] {
+                auto r = test::http_get(route_port, "/");
+                last = r && r->status == 200 ? r->body : "";
+                return !last.empty();
+            },
+            60s);
+        return last;
+    };
+    auto r = apply("two.yaml", objects("admin"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    wait_rolled_out("two", 1);
+    EXPECT_EQ(body(), "admin\n");
+    r = apply("two.yaml", objects("web"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("route/two configured"), std::string::npos) << r.out;
+    EXPECT_TRUE(test::eventually(
+        [&] {
+            auto g = test::http_get(route_port, "/");
+            return g && g->body == "site\n";
+        },
+        30s));
+    r = apply("two.yaml", objects("admin"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    daemon->kill_hard();
+    daemon->start();
+    EXPECT_TRUE(test::eventually(
+        [&] {
+            auto g = test::http_get(route_port, "/");
+            return g && g->body == "admin\n";
+        },
+        60s))
+        << daemon->cli({"describe", "route", "two"}).out;
+}
