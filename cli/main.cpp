@@ -2012,6 +2012,9 @@ int main(int argc, char** argv) {
     CLI::App app{
         "cascade: build images, track them as image streams, and roll out what runs on them"};
     app.require_subcommand(1);
+    // Global options (--host, --no-color ...) also after the command, as kubectl
+    // and oc take them: `cascade get dc --no-color`.
+    app.fallthrough();
     Global g;
     const char* env_host = std::getenv("CASCADE_HOST");
     g.host = env_host && *env_host ? env_host : kDefaultHost;

@@ -236,6 +236,28 @@ TEST_F(CliGetDelete, GetSelectsAndFormats) {
     EXPECT_EQ(cli({"describe", "bc", "nosuch"}).exit_code, 1);
 }
 
+// Colour (the phase column) only when stdout is a terminal (a pty from
+// script(1) here), never with NO_COLOR or --no-color, never into a pipe.
+TEST_F(CliGetDelete, ColourOnlyOnATerminal) {
+    ASSERT_TRUE(test::have_program("script"));
+    const std::string esc = "\x1b[";
+    auto piped = cli({"get", "dc", "web"});  // rolled out by SetUp: phase Running
+    ASSERT_EQ(piped.exit_code, 0) << piped.err;
+    ASSERT_NE(piped.out.find("Running"), std::string::npos) << piped.out;
+    EXPECT_EQ(piped.out.find(esc), std::string::npos) << piped.out;
+    auto on_tty = [&](const std::string& env, const std::string& flags) {
+        std::string command =
+            env + " CASCADE_HOST=" + daemon->host() + " " + CASCADE_BINARY + " get dc web" + flags;
+        auto r = test::run({"script", "-qec", command, "/dev/null"});
+        EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+        EXPECT_NE(r.out.find("Running"), std::string::npos) << r.out;
+        return r.out;
+    };
+    EXPECT_NE(on_tty("", "").find(esc + "32mRunning"), std::string::npos) << on_tty("", "");
+    EXPECT_EQ(on_tty("NO_COLOR=1", "").find(esc), std::string::npos);
+    EXPECT_EQ(on_tty("", " --no-color").find(esc), std::string::npos);
+}
+
 TEST_F(CliGetDelete, CompletionAsksTheDaemonForNames) {
     auto script = tmp.path() / "cascade.bash";
     auto gen = cli({"completion", "bash"});
