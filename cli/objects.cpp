@@ -952,6 +952,35 @@ std::vector<std::string> unknown_field_warnings(const nlohmann::json& obj) {
                      "failedBuildsHistoryLimit", "postCommit", "runPolicy", "resources",
                      "nodeSelector", "completionDeadlineSeconds", "serviceAccount"},
                     out);
+        // Below spec: only what cascade acts on is known (the rest warns).
+        auto sub = [&](const nlohmann::json& node,
+                       const std::string& key) -> const nlohmann::json& {
+            static const nlohmann::json none;
+            return node.is_object() && node.contains(key) ? node[key] : none;
+        };
+        const auto& source = sub(spec, "source");
+        check_known(obj, source, "spec.source",
+                    {"type", "git", "contextDir", "dockerfile", "binary", "images"}, out);
+        check_known(obj, sub(source, "git"), "spec.source.git", {"uri", "ref"}, out);
+        const auto& strategy = sub(spec, "strategy");
+        check_known(obj, strategy, "spec.strategy", {"type", "dockerStrategy"}, out);
+        check_known(obj, sub(strategy, "dockerStrategy"), "spec.strategy.dockerStrategy",
+                    {"from", "dockerfilePath", "buildArgs", "env", "noCache"}, out);
+        check_known(obj, sub(spec, "output"), "spec.output", {"to"}, out);
+        check_known(obj, sub(spec, "postCommit"), "spec.postCommit", {"script", "command", "args"},
+                    out);
+        const auto& triggers = sub(spec, "triggers");
+        if (triggers.is_array())
+            for (size_t i = 0; i < triggers.size(); i++) {
+                std::string f = "spec.triggers[" + std::to_string(i) + "]";
+                check_known(obj, triggers[i], f, {"type", "generic", "github", "imageChange"}, out);
+                check_known(obj, sub(triggers[i], "generic"), f + ".generic",
+                            {"secret", "secretReference"}, out);
+                check_known(obj, sub(triggers[i], "github"), f + ".github",
+                            {"secret", "secretReference"}, out);
+                check_known(obj, sub(triggers[i], "imageChange"), f + ".imageChange",
+                            {"from", "lastTriggeredImageID"}, out);
+            }
     }
     return out;
 }

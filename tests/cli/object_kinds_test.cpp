@@ -211,6 +211,26 @@ TEST(UnknownFields, WarningsNameTheFieldPath) {
     w = cli::unknown_field_warnings(route);
     ASSERT_EQ(w.size(), 1u);
     EXPECT_TRUE(has(w[0], "spec.tls")) << w[0];
+    // BuildConfig: below spec too, only what cascade acts on is known.
+    auto bc = json::parse(R"({"kind": "BuildConfig", "metadata": {"name": "b"},
+        "spec": {"source": {"git": {"uri": "file:///r", "ref": "main", "httpProxy": "p"},
+                            "contextDir": "app"},
+                 "strategy": {"type": "Docker",
+                              "dockerStrategy": {"env": [], "forcePull": true}},
+                 "output": {"to": {"kind": "ImageStreamTag", "name": "b:latest"},
+                            "imageLabels": []},
+                 "triggers": [{"type": "Generic", "generic": {"secret": "s", "allowEnv": true}},
+                              {"type": "ConfigChange", "gitlab": {}}],
+                 "postCommit": {"script": "true", "shell": "sh"}}})");
+    w = cli::unknown_field_warnings(bc);
+    all.clear();
+    for (const auto& s : w)
+        all += s + "\n";
+    EXPECT_EQ(w.size(), 6u) << all;
+    for (const char* field : {"spec.source.git.httpProxy", "spec.strategy.dockerStrategy.forcePull",
+                              "spec.output.imageLabels", "spec.triggers[0].generic.allowEnv",
+                              "spec.triggers[1].gitlab", "spec.postCommit.shell"})
+        EXPECT_TRUE(has(all, field)) << field << "\n" << all;
 }
 
 }  // namespace
