@@ -372,6 +372,17 @@ struct BuildController::Impl {
         if (binary && !std::filesystem::is_directory(from_dir))
             throw Error("--from-dir " + from_dir.string() +
                         " is not a directory on the daemon's host; give an existing directory");
+        // The copy is made before the queue is locked (a large directory
+        // delays nobody) and renamed into place with the record.
+        std::optional<fs::TempDir> staging;
+        if (binary) {
+            auto sources = logs_dir.parent_path() / "sources";
+            fs::make_dirs(sources);
+            staging.emplace(sources, "from-dir-");
+            std::filesystem::copy(from_dir, staging->path() / "src",
+                                  std::filesystem::copy_options::recursive |
+                                      std::filesystem::copy_options::copy_symlinks);
+        }
         std::unique_lock lock(mu);
         for (auto& p : queue)
             if (p.config == config && !p.binary && !binary) {
@@ -394,14 +405,11 @@ struct BuildController::Impl {
             name = config + "-" + std::to_string(number);
             std::string revision;
             if (binary) {
-                // Copied before the record exists: a build never sees a half copy.
+                // In place before the record exists: a build never sees a half copy.
                 auto copy = binary_source(name);
                 std::error_code ec;
                 std::filesystem::remove_all(copy, ec);
-                fs::make_dirs(copy.parent_path());
-                std::filesystem::copy(from_dir, copy,
-                                      std::filesystem::copy_options::recursive |
-                                          std::filesystem::copy_options::copy_symlinks);
+                std::filesystem::rename(staging->path() / "src", copy);
                 revision =
                     nlohmann::json{{"type", "Binary"}, {"binary", {{"fromDir", from_dir.string()}}}}
                         .dump();
@@ -649,6 +657,10 @@ BuildController::BuildController(registry::Store& store, registry::Database& db,
     for (const auto& e :
          std::filesystem::directory_iterator(impl_->logs_dir.parent_path() / "sources", ec)) {
         auto file = e.path().filename().string();
+        if (file.rfind("from-dir-", 0) == 0) {  // a copy a crash interrupted
+            std::filesystem::remove_all(e.path(), ec);
+            continue;
+        }
         if (file.size() < 8 || file.substr(file.size() - 7) != ".binary") continue;
         auto build = file.substr(0, file.size() - 7);
         bool queued = std::any_of(impl_->queue.begin(), impl_->queue.end(),
