@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
@@ -46,11 +47,17 @@ namespace {
 std::mutex log_mu;
 
 void log_line(const std::string& kind, const std::string& message) {
-    std::time_t t = std::time(nullptr);
+    // HH:MM:SS.mmm, local time; one write per line so concurrent lines never interleave.
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    std::tm tm{};
+    localtime_r(&now.tv_sec, &tm);
     char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&t));
+    size_t n = std::strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
+    std::snprintf(stamp + n, sizeof stamp - n, ".%03ld", now.tv_nsec / 1000000);
+    std::string line = std::string(stamp) + " " + kind + " " + message + "\n";
     std::lock_guard lock(log_mu);
-    std::cerr << stamp << " " << kind << " " << message << std::endl;
+    std::cerr << line << std::flush;
 }
 
 std::pair<std::string, int> split_listen(const std::string& listen) {
