@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <iomanip>
 #include <iostream>
@@ -18,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "cli/daemon.hpp"
 #include "cli/objects.hpp"
@@ -2004,6 +2007,26 @@ complete -F _cascade cascade
 }  // namespace
 }  // namespace cascade::cli
 
+#ifdef CASCADE_CLIENT_ONLY
+namespace cascade::cli {
+namespace {
+// `cascade serve` runs the daemon binary installed beside this one (cascaded), with
+// the same arguments and process id: the client stays small and starts in a few
+// milliseconds, without the libraries only the daemon needs (libcurl, libarchive).
+int exec_daemon(int argc, char** argv) {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    auto daemon = (ec ? std::filesystem::path(".") : self.parent_path()) / "cascaded";
+    std::vector<char*> args(argv, argv + argc);
+    args.push_back(nullptr);
+    execv(daemon.c_str(), args.data());
+    throw Error("cascade serve: cannot run the daemon " + daemon.string() + ": " +
+                std::strerror(errno) + " (it is installed beside cascade; rebuild or reinstall)");
+}
+}  // namespace
+}  // namespace cascade::cli
+#endif
+
 int main(int argc, char** argv) {
     using namespace cascade::cli;
     // A daemon that closes a TLS connection first must cost an error, not the
@@ -2302,7 +2325,11 @@ int main(int argc, char** argv) {
     if (g.host.find("://") == std::string::npos) g.host = "http://" + g.host;
 
     try {
+#ifdef CASCADE_CLIENT_ONLY
+        if (*serve_cmd) return exec_daemon(argc, argv);
+#else
         if (*serve_cmd) return serve(serve_opts);
+#endif
         if (*build_cmd)
             return cmd_build(g, tag, file, build_args, target, no_cache, network, context,
                              build_secrets);

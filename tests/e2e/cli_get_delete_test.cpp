@@ -393,3 +393,32 @@ TEST(CliHelp, EveryCommandHasExamplesAndTheScriptsParse) {
 }
 
 }  // namespace
+
+// `cascade` is the client; `cascade serve` runs the daemon binary installed
+// beside it (cascaded), which alone loads libcurl and libarchive.
+TEST(CliBinaries, TheClientLeavesTheDaemonsLibrariesToCascaded) {
+    auto bin = std::filesystem::path(test::cascade_binary());
+    auto daemon = bin.parent_path() / "cascaded";
+    ASSERT_TRUE(std::filesystem::exists(daemon)) << daemon;
+    auto client_libs = test::run({"ldd", bin.string()});
+    ASSERT_EQ(client_libs.exit_code, 0) << client_libs.err;
+    for (const char* lib : {"libcurl", "libarchive", "libsqlite3"})
+        EXPECT_EQ(client_libs.out.find(lib), std::string::npos) << lib << " in\n"
+                                                                << client_libs.out;
+    auto daemon_libs = test::run({"ldd", daemon.string()});
+    EXPECT_NE(daemon_libs.out.find("libcurl"), std::string::npos) << daemon_libs.out;
+
+    // Without cascaded beside it, `serve` says what is missing.
+    fs::TempDir tmp({}, "cascade-cli-alone-");
+    auto alone = tmp.path() / "cascade";
+    std::filesystem::copy_file(bin, alone);
+    std::filesystem::permissions(alone, std::filesystem::perms::owner_exec,
+                                 std::filesystem::perm_options::add);
+    auto r = test::run({alone.string(), "serve", "--root", (tmp.path() / "root").string(),
+                        "--listen", "127.0.0.1:" + std::to_string(test::free_port())},
+                       30s);
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_NE(r.err.find((tmp.path() / "cascaded").string()), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("installed beside cascade"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(tmp.path() / "root")) << "nothing was started";
+}
