@@ -473,11 +473,15 @@ uint16_t pick_free_port(const std::vector<runtime::RouteSpec>& taken) {
     throw Error("no free port in 8081-8999 for a route; set the annotation cascade.io/host-port");
 }
 
+// The order apply acts in: streams first (deployments and builds name them);
+// routes before deployments, so a new deployment's first replica starts with no
+// commit of the request still to come and is published the moment it is ready;
+// build configs last, as their builds move tags the others follow.
 int kind_order(const std::string& kind) {
     if (kind == "ImageStream") return 0;
-    if (kind == "DeploymentConfig" || kind == "Deployment") return 1;
-    if (kind == "Route") return 2;
-    return 3;  // BuildConfig last: its builds move tags the others follow
+    if (kind == "Route") return 1;
+    if (kind == "DeploymentConfig" || kind == "Deployment") return 2;
+    return 3;
 }
 
 // Brings a deployment's pause state to spec.paused: paused before a changed
@@ -703,11 +707,21 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
         }
     }
     refuse_trigger_cycle(ctx, items);
-    std::stable_sort(items.begin(), items.end(), [](const json& a, const json& b) {
-        return kind_order(a["kind"]) < kind_order(b["kind"]);
+    std::vector<size_t> order(items.size());
+    for (size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return kind_order(items[a]["kind"]) < kind_order(items[b]["kind"]);
     });
-    json results = json::array();
-    for (auto& obj : items) {
+    // Results in the request's order, as oc prints them.
+    std::vector<json> result_of(items.size());
+    // One fsync per request: every write here is Relaxed but the last object's
+    // row, whose Full commit makes the whole WAL before it durable before the
+    // client hears that its objects are applied (registry/database.hpp).
+    using Durability = registry::Database::Durability;
+    for (size_t index : order) {
+        auto& obj = items[index];
+        Durability durability = index == order.back() ? Durability::Full : Durability::Relaxed;
         auto kind = object_kind(obj);
         auto name = object_name(obj);
         obj.erase("status");
@@ -733,7 +747,7 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
                 kept.automatic = spec.automatic;
                 spec = kept;
             }
-            ctx.deployments.apply(spec);
+            ctx.deployments.apply(spec, Durability::Relaxed);
             apply_paused(ctx, name, paused, false, warnings);
             if (paused && !old) apply_paused(ctx, name, paused, true, warnings);
         } else if (kind == "Route") {
@@ -746,16 +760,20 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
                     if (r.name == route.name) route.port = r.port;
                 if (route.port == 0) route.port = pick_free_port(ctx.deployments.routes());
             }
-            ctx.deployments.apply_route(route);
+            ctx.deployments.apply_route(route, Durability::Relaxed);
             if (ctx.router)
                 ctx.router->set_hostname(route.name, route.hostname.empty()
                                                          ? route.name + ".localhost"
                                                          : route.hostname);
         }
-        ctx.db.query(
-            "INSERT INTO api_objects (kind, name, object, created) VALUES (?1, ?2, ?3, ?4) "
-            "ON CONFLICT(kind, name) DO UPDATE SET object = excluded.object",
-            {kind, name, obj.dump(), static_cast<int64_t>(time(nullptr))});
+        ctx.db.transaction(
+            [&] {
+                ctx.db.query(
+                    "INSERT INTO api_objects (kind, name, object, created) VALUES (?1, ?2, ?3, "
+                    "?4) ON CONFLICT(kind, name) DO UPDATE SET object = excluded.object",
+                    {kind, name, obj.dump(), static_cast<int64_t>(time(nullptr))});
+            },
+            durability);
         // Like OpenShift, a new or changed stream imports its tags right away.
         if (kind == "ImageStream" && result != "unchanged" && ctx.importer)
             for (const auto& spec : image_stream_imports_from_object(obj))
@@ -773,8 +791,11 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
                                        " (alias of " + source + "): " + e.what());
                 }
             }
-        results.push_back({{"kind", kind}, {"name", name}, {"result", result}});
+        result_of[index] = {{"kind", kind}, {"name", name}, {"result", result}};
     }
+    json results = json::array();
+    for (auto& r : result_of)
+        results.push_back(std::move(r));
     return results;
 }
 

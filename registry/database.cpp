@@ -162,9 +162,10 @@ int64_t Database::last_insert_rowid() {
     return sqlite3_last_insert_rowid(db_);
 }
 
-void Database::transaction(const std::function<void()>& fn) {
+void Database::transaction(const std::function<void()>& fn, Durability durability) {
     std::unique_lock lock(mu_);
     if (depth_ > 0) {
+        if (durability == Durability::Full) full_ = true;
         // Joins the outer transaction; a savepoint lets a failure here undo only
         // this part while the caller decides about the rest.
         std::string sp = "nested_" + std::to_string(depth_);
@@ -186,6 +187,17 @@ void Database::transaction(const std::function<void()>& fn) {
         return;
     }
 
+    // SQLite takes the safety level only outside a transaction.
+    bool relaxed = durability == Durability::Relaxed;
+    if (relaxed) exec("PRAGMA synchronous=NORMAL;");
+    full_ = !relaxed;
+    auto restore = [&] {
+        if (!relaxed) return;
+        try {
+            exec("PRAGMA synchronous=FULL;");
+        } catch (...) {
+        }
+    };
     exec("BEGIN IMMEDIATE");
     depth_ = 1;
     try {
@@ -198,9 +210,15 @@ void Database::transaction(const std::function<void()>& fn) {
             exec("ROLLBACK");
         } catch (...) {
         }
+        restore();
         throw;
     }
     depth_ = 0;
+    restore();
+    // A Full part joined a Relaxed transaction: a checkpoint syncs the WAL
+    // (and everything before it) now.
+    if (relaxed && full_) exec("PRAGMA wal_checkpoint(PASSIVE);");
+    full_ = true;
     auto hooks = std::move(after_commit_);
     after_commit_.clear();
     lock.unlock();

@@ -40,9 +40,22 @@ class Database {
     std::optional<Row> row(const std::string& sql, const std::vector<SqlValue>& params = {});
     int64_t last_insert_rowid();
 
+    // How a commit reaches the disk (WAL mode either way, so every commit is
+    // atomic and survives a crash of the daemon):
+    // - Full: fsynced before COMMIT returns. For what a client was told is done:
+    //   an applied object, a moved tag, a pushed manifest.
+    // - Relaxed: written to the WAL without an fsync; the next Full commit or
+    //   checkpoint syncs it. Only an OS crash or power loss can lose it, and then
+    //   only with every commit after it (the WAL keeps commits in order), so the
+    //   state read back is always an earlier one. For a controller's own
+    //   progress (replica rows, revision status, build and rollout events),
+    //   which recovery derives again from the Full state.
+    enum class Durability { Full, Relaxed };
+
     // Runs `fn` in a BEGIN IMMEDIATE … COMMIT transaction (ROLLBACK on throw).
-    // Nested calls on the same thread join the outer transaction.
-    void transaction(const std::function<void()>& fn);
+    // Nested calls on the same thread join the outer transaction, whose
+    // durability is Full if any of them asked for it.
+    void transaction(const std::function<void()>& fn, Durability durability = Durability::Full);
 
     // Applies schema statements once per `name` (recorded in a migrations table).
     void migrate(const std::string& name, const std::string& sql);
@@ -56,6 +69,7 @@ class Database {
     sqlite3* db_ = nullptr;
     std::recursive_mutex mu_;
     int depth_ = 0;
+    bool full_ = true;  // the open transaction commits with Durability::Full
     std::vector<std::function<void()>> after_commit_;
 };
 

@@ -112,14 +112,17 @@ int64_t EventLog::append(const std::string& type, const std::string& name, const
                          const nlohmann::json& data) {
     int64_t id = 0;
     auto& db = store_.db();
-    db.transaction([&] {
+    // Build and rollout steps are observations, not something a client was told
+    // is done: no fsync of their own (registry/database.hpp).
+    auto append_row = [&] {
         db.query(
             "INSERT INTO registry_events (type, repository, tag, generation, cause, time, data) "
             "VALUES (?1, ?2, '', 0, ?3, ?4, ?5)",
             {type, name, cause, static_cast<int64_t>(::time(nullptr)),
              data.is_object() ? data.dump() : std::string("{}")});
         id = db.last_insert_rowid();
-    });
+    };
+    db.transaction(append_row, Database::Durability::Relaxed);
     std::lock_guard lock(mu_);
     wakeups_++;
     cv_.notify_all();

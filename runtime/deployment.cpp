@@ -45,6 +45,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using Durability = registry::Database::Durability;
 
 constexpr milliseconds kProbeInterval{100};
 // The implied port check runs this often during the first kImpliedFastWindow
@@ -346,9 +347,15 @@ struct DeploymentController::Impl {
 
     // ---- persistence --------------------------------------------------------
 
-    void persist(const DeploymentPtr& d) {
+    // Full for what a client asked for (apply, scale, pause ...), Relaxed for the
+    // controller's own progress (registry/database.hpp).
+    void persist(const DeploymentPtr& d, Durability durability) {
         std::lock_guard order(d->persist_mu);
-        records.save_deployment(deployment_record(d));
+        auto rec = deployment_record(d);
+        if (durability == Durability::Full)
+            records.save_deployment(rec);
+        else
+            records.progress([&] { records.save_deployment(rec); });
     }
 
     // `d` as saved; the caller holds d->persist_mu.
@@ -383,7 +390,7 @@ struct DeploymentController::Impl {
             rec.previous_log = r->previous_log;
             rec.last_exit = r->last_exit;
         }
-        records.save_replica(rec);
+        records.progress([&] { records.save_replica(rec); });
     }
 
     void set_phase(const DeploymentPtr& d, const std::string& phase, const std::string& message) {
@@ -392,7 +399,7 @@ struct DeploymentController::Impl {
             d->phase = phase;
             d->message = message;
         }
-        persist(d);
+        persist(d, Durability::Relaxed);
     }
 
     // ---- images -------------------------------------------------------------
@@ -764,7 +771,7 @@ struct DeploymentController::Impl {
                 d->replicas.erase(r->id);
             }
             try {
-                records.delete_replica(r->id);
+                records.progress([&] { records.delete_replica(r->id); });
             } catch (...) {
             }
             throw Error("deployment " + spec.name + ": starting replica " + r->id + " of " +
@@ -801,7 +808,7 @@ struct DeploymentController::Impl {
                 d->replicas[new_id] = r;
             }
             persist(r);  // the new row before the new container
-            records.delete_replica(old_id);
+            records.progress([&] { records.delete_replica(old_id); });
             if (older_log != host.log_path(old_id).string()) remove_previous_log(older_log);
             emit("replica", spec.name + ": restarting replica " + old_id + " as " + new_id +
                                 " (restart " + std::to_string(r->restarts) + ")");
@@ -1061,7 +1068,7 @@ struct DeploymentController::Impl {
         }
         try {
             host.stop(id, grace, signal);
-            records.delete_replica(id);
+            records.progress([&] { records.delete_replica(id); });
             std::string previous;
             {
                 std::lock_guard lock(mu);
@@ -1154,7 +1161,7 @@ struct DeploymentController::Impl {
             std::lock_guard lock(mu);
             std::tie(d->phase, d->message) = settled_phase_locked(*d);
         }
-        persist(d);
+        persist(d, Durability::Relaxed);
     }
 
     void set_revision_status(const DeploymentPtr& d, int revision, const std::string& status,
@@ -1171,7 +1178,7 @@ struct DeploymentController::Impl {
                     copy = r;
                 }
         }
-        if (copy) records.save_revision(d->name, *copy);
+        if (copy) records.progress([&] { records.save_revision(d->name, *copy); });
         if (copy && (status == "Complete" || status == "Failed"))
             registry::metrics().rollout_finished(d->name,
                                                  status == "Complete" ? "complete" : "failed");
@@ -1223,7 +1230,7 @@ struct DeploymentController::Impl {
             // way to the first replica's start. persist_mu first, as persist().
             std::lock_guard order(d->persist_mu);
             auto rec = deployment_record(d);
-            records.transaction([&] {
+            records.progress([&] {
                 for (auto& r : superseded)
                     records.save_revision(d->name, r);
                 records.save_revision(d->name, info);
@@ -1857,7 +1864,7 @@ struct DeploymentController::Impl {
                            : rec.phase == "Failed" ? "Failed"
                                                    : "RollingOut";
                 r.created_unix = static_cast<int64_t>(::time(nullptr));
-                records.save_revision(rec.spec.name, r);
+                records.progress([&] { records.save_revision(rec.spec.name, r); });
                 revisions.push_back(r);
             }
             std::lock_guard lock(mu);
@@ -1945,7 +1952,7 @@ struct DeploymentController::Impl {
                     host.stop(rec.container_id, rec.spec.stop_grace);
                 else
                     host.remove(rec.container_id);
-                records.delete_replica(rec.container_id);
+                records.progress([&] { records.delete_replica(rec.container_id); });
                 remove_previous_log(rec.previous_log);
                 ++replaced;
                 emit("recover", rec.deployment + ": replica " + rec.container_id +
@@ -2033,7 +2040,7 @@ void DeploymentController::recover() {
     impl_->recover();
 }
 
-void DeploymentController::apply(const DeploymentSpec& spec) {
+void DeploymentController::apply(const DeploymentSpec& spec, Durability durability) {
     validate(spec);
     Impl::DeploymentPtr d;
     std::string event;
@@ -2069,11 +2076,11 @@ void DeploymentController::apply(const DeploymentSpec& spec) {
         impl_->ensure_worker_locked(d);
         impl_->cv.notify_all();
     }
-    impl_->persist(d);
+    impl_->persist(d, durability);
     if (!event.empty()) impl_->emit("deployment", event);
 }
 
-void DeploymentController::apply_route(const RouteSpec& input) {
+void DeploymentController::apply_route(const RouteSpec& input, Durability durability) {
     RouteSpec route = input;
     static const std::regex kName("[a-z0-9]([a-z0-9.-]*[a-z0-9])?");
     if (route.name.empty() || !std::regex_match(route.name, kName))
@@ -2090,7 +2097,10 @@ void DeploymentController::apply_route(const RouteSpec& input) {
         route.port =
             previous && previous->host == route.host ? previous->port : pick_free_port(route.host);
     impl_->router.add_route(route.name, route.host, route.port);
-    impl_->records.save_route(route);
+    if (durability == Durability::Full)
+        impl_->records.save_route(route);
+    else
+        impl_->records.progress([&] { impl_->records.save_route(route); });
     {
         std::lock_guard lock(impl_->mu);
         // The same replicas on the same port: the backends stay.
@@ -2278,7 +2288,7 @@ void DeploymentController::scale(const std::string& name, int replicas) {
         impl_->ensure_worker_locked(d);
         impl_->cv.notify_all();
     }
-    impl_->persist(d);
+    impl_->persist(d, Durability::Full);
     impl_->emit("deployment", name + ": scaled to " + std::to_string(replicas) + " replicas");
 }
 
@@ -2294,7 +2304,7 @@ void DeploymentController::pause(const std::string& name) {
         std::tie(d->phase, d->message) = Impl::settled_phase_locked(*d);
         impl_->cv.notify_all();
     }
-    impl_->persist(d);
+    impl_->persist(d, Durability::Full);
     impl_->emit("rollout", name + ": paused (tag moves and spec changes wait for resume)");
 }
 
@@ -2312,7 +2322,7 @@ void DeploymentController::resume(const std::string& name) {
         impl_->ensure_worker_locked(d);
         impl_->cv.notify_all();
     }
-    impl_->persist(d);
+    impl_->persist(d, Durability::Full);
     impl_->emit("rollout", name + ": resumed");
 }
 
@@ -2379,7 +2389,7 @@ void DeploymentController::undo(const std::string& name, std::optional<int> to_r
         impl_->ensure_worker_locked(d);
         impl_->cv.notify_all();
     }
-    impl_->persist(d);
+    impl_->persist(d, Durability::Full);
     impl_->emit("rollout", name + ": undo to revision " + std::to_string(target.revision) +
                                " queued (" + short_digest(target.digest) + ")");
 }
@@ -2399,7 +2409,7 @@ void DeploymentController::retry(const std::string& name) {
         impl_->ensure_worker_locked(d);
         impl_->cv.notify_all();
     }
-    impl_->persist(d);
+    impl_->persist(d, Durability::Full);
     impl_->emit("rollout", name + ": failed digests forgotten, rollout of " + tag + " queued");
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "registry/database.hpp"
 #include "runtime/pod_spec.hpp"
 
 namespace cascade::registry {
@@ -148,8 +149,13 @@ class DeploymentController {
 
     // Creates or updates a deployment. A new one starts its replicas once its
     // tag resolves; a changed spec rolls out a new revision.
-    void apply(const DeploymentSpec& spec);
-    void apply_route(const RouteSpec& route);
+    // `durability`: Relaxed when the caller commits durably (Full) before it
+    // reports success, as the API's apply does with its objects: that commit
+    // makes these durable too (registry/database.hpp).
+    void apply(const DeploymentSpec& spec,
+               registry::Database::Durability durability = registry::Database::Durability::Full);
+    void apply_route(const RouteSpec& route, registry::Database::Durability durability =
+                                                 registry::Database::Durability::Full);
     void remove(const std::string& name);  // stops its replicas
     void remove_route(const std::string& name);
 

@@ -382,6 +382,10 @@ void DeploymentRecords::transaction(const std::function<void()>& fn) {
     db_.transaction(fn);
 }
 
+void DeploymentRecords::progress(const std::function<void()>& fn) {
+    db_.transaction(fn, registry::Database::Durability::Relaxed);
+}
+
 void DeploymentRecords::save_replica(const ReplicaRecord& r) {
     db_.query(
         "INSERT INTO runtime_replicas(container_id, deployment, revision, image_digest, pid, "

@@ -71,6 +71,11 @@ class DeploymentRecords {
     // The database's lock is held throughout: take no lock in `fn` that a
     // thread may hold while it saves.
     void transaction(const std::function<void()>& fn);
+    // The same for the controller's own progress (replica rows, revision status,
+    // phases): committed without an fsync of its own (Durability::Relaxed in
+    // registry/database.hpp). What a client asked for (apply, scale, pause,
+    // routes) goes through transaction() or the plain saves, which are Full.
+    void progress(const std::function<void()>& fn);
 
   private:
     registry::Database& db_;

@@ -163,10 +163,16 @@ TEST_F(ObjectsCli, AliasServiceRouteIdempotenceAndMetrics) {
     auto r = apply("all.yaml", all_objects());
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     EXPECT_EQ(r.err.find("Warning"), std::string::npos) << r.err;
+    // One line per object, in the file's order as oc prints them (the daemon
+    // acts in another: streams, routes, deployments, then the rest).
+    size_t at = 0;
     for (const char* line :
          {"imagestream/web created", "buildconfig/web created", "deploymentconfig/web created",
-          "service/front created", "route/web created"})
-        EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+          "service/front created", "route/web created"}) {
+        auto found = r.out.find(line, at);
+        EXPECT_NE(found, std::string::npos) << line << " (in this order) in:\n" << r.out;
+        if (found != std::string::npos) at = found;
+    }
 
     // The ConfigChange build moves web:latest; the alias web:stable follows
     // and the deployment following web:stable rolls out.

@@ -76,6 +76,57 @@ TEST_F(DatabaseTest, TransactionCommitsOrRollsBack) {
     EXPECT_EQ(count("t"), 1) << "the failed transaction was rolled back";
 }
 
+// The main database file holds `text` (the WAL was checkpointed into it).
+bool main_file_holds(const std::filesystem::path& file, const std::string& text) {
+    return fs::read_file(file).find(text) != std::string::npos;
+}
+
+TEST_F(DatabaseTest, RelaxedTransactionsCommitWithoutAnFsyncAndRestoreFull) {
+    db.exec("CREATE TABLE t (x TEXT)");
+    int64_t inside = -1;
+    db.transaction(
+        [&] {
+            inside = as_int((*db.row("PRAGMA synchronous"))[0]);
+            db.query("INSERT INTO t VALUES ('relaxed-row-7f3a')");
+        },
+        Database::Durability::Relaxed);
+    EXPECT_EQ(inside, 1) << "NORMAL: the WAL is not fsynced at COMMIT";
+    EXPECT_EQ(as_int((*db.row("PRAGMA synchronous"))[0]), 2) << "FULL again afterwards";
+    EXPECT_FALSE(main_file_holds(file, "relaxed-row-7f3a")) << "still only in the WAL";
+    {
+        Database other(file);  // committed: another connection (or a restart) sees it
+        EXPECT_EQ(as_int((*other.row("SELECT COUNT(*) FROM t"))[0]), 1);
+    }
+    EXPECT_THROW(db.transaction(
+                     [&] {
+                         db.query("INSERT INTO t VALUES ('never')");
+                         throw Error("boom");
+                     },
+                     Database::Durability::Relaxed),
+                 Error);
+    EXPECT_EQ(count("t"), 1);
+    EXPECT_EQ(as_int((*db.row("PRAGMA synchronous"))[0]), 2) << "FULL again after a rollback";
+}
+
+TEST_F(DatabaseTest, AFullPartInARelaxedTransactionMakesItDurable) {
+    db.exec("CREATE TABLE t (x TEXT)");
+    db.transaction([&] { db.query("INSERT INTO t VALUES ('plain-relaxed-2c9e')"); },
+                   Database::Durability::Relaxed);
+    EXPECT_FALSE(main_file_holds(file, "plain-relaxed-2c9e"));
+    db.transaction(
+        [&] {
+            db.query("INSERT INTO t VALUES ('outer-relaxed-5b1d')");
+            db.transaction([&] { db.query("INSERT INTO t VALUES ('inner-full-9d4c')"); });
+        },
+        Database::Durability::Relaxed);
+    // The commit was followed by a checkpoint, which syncs the WAL and copies it
+    // into the main file: both this transaction and the relaxed one before it.
+    EXPECT_TRUE(main_file_holds(file, "inner-full-9d4c"));
+    EXPECT_TRUE(main_file_holds(file, "outer-relaxed-5b1d"));
+    EXPECT_TRUE(main_file_holds(file, "plain-relaxed-2c9e"));
+    EXPECT_EQ(as_int((*db.row("PRAGMA synchronous"))[0]), 2);
+}
+
 TEST_F(DatabaseTest, NestedTransactionsJoinTheOuterOne) {
     db.exec("CREATE TABLE t (x INTEGER)");
     EXPECT_THROW(db.transaction([&] {
