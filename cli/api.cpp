@@ -484,6 +484,64 @@ int kind_order(const std::string& kind) {
     return 3;
 }
 
+// The router's counters for /metrics, per route and for the shared HTTP port.
+std::vector<registry::Metrics::Family> router_families(ApiContext& ctx) {
+    using Family = registry::Metrics::Family;
+    if (!ctx.router) return {};
+    Family connections{"cascade_route_connections_total",
+                       "Client connections accepted for a route (on its port or by Host).",
+                       "counter",
+                       {}};
+    Family failed{"cascade_route_failed_connections_total",
+                  "Connections closed (shared port: answered 503) because no backend accepted.",
+                  "counter",
+                  {}};
+    Family retried{"cascade_route_retried_requests_total",
+                   "First requests resent to another backend after theirs closed unanswered.",
+                   "counter",
+                   {}};
+    Family timeouts{"cascade_route_connect_timeouts_total",
+                    "Backend connection attempts that got no answer in their time.",
+                    "counter",
+                    {}};
+    Family active{"cascade_route_active_connections", "Connections open now.", "gauge", {}};
+    Family bytes{"cascade_route_bytes_total", "Bytes forwarded, by direction.", "counter", {}};
+    for (const auto& route : ctx.deployments.routes()) {
+        auto st = ctx.router->stats(route.name);
+        std::vector<std::pair<std::string, std::string>> l{{"route", route.name}};
+        connections.samples.push_back({l, static_cast<double>(st.connections)});
+        failed.samples.push_back({l, static_cast<double>(st.failed)});
+        retried.samples.push_back({l, static_cast<double>(st.retried)});
+        timeouts.samples.push_back({l, static_cast<double>(st.connect_timeouts)});
+        active.samples.push_back({l, static_cast<double>(st.active)});
+        bytes.samples.push_back(
+            {{{"route", route.name}, {"direction", "in"}}, static_cast<double>(st.bytes_in)});
+        bytes.samples.push_back(
+            {{{"route", route.name}, {"direction", "out"}}, static_cast<double>(st.bytes_out)});
+    }
+    std::vector<Family> out{connections, failed, retried, timeouts, active, bytes};
+    if (ctx.router->http_port() != 0) {
+        auto http = ctx.router->http_stats();
+        Family accepted{"cascade_router_http_connections_total",
+                        "Connections accepted on the shared HTTP port.",
+                        "counter",
+                        {}};
+        accepted.samples.push_back({{}, static_cast<double>(http.connections)});
+        Family answered{"cascade_router_http_unrouted_total",
+                        "Shared-port connections answered by the router itself: bad_request "
+                        "(400, 408, 431) or unknown_host (404).",
+                        "counter",
+                        {}};
+        answered.samples.push_back(
+            {{{"reason", "bad_request"}}, static_cast<double>(http.bad_request)});
+        answered.samples.push_back(
+            {{{"reason", "unknown_host"}}, static_cast<double>(http.unknown_host)});
+        out.push_back(accepted);
+        out.push_back(answered);
+    }
+    return out;
+}
+
 // Brings a deployment's pause state to spec.paused: paused before a changed
 // template is applied (so it is recorded, not rolled out), resumed after.
 void apply_paused(ApiContext& ctx, const std::string& name, bool paused, bool before,
@@ -1582,7 +1640,7 @@ void register_api_routes(httplib::Server& server, ApiContext& ctx) {
                    for (const auto& d : ctx.deployments.list())
                        for (const auto& r : d.replicas)
                            replicas[{d.spec.name, r.state}]++;
-                   res.set_content(registry::metrics().render(replicas),
+                   res.set_content(registry::metrics().render(replicas, router_families(ctx)),
                                    "text/plain; version=0.0.4; charset=utf-8");
                }));
 

@@ -82,7 +82,7 @@ void Metrics::reset() {
     bytes_in_ = bytes_out_ = 0;
 }
 
-std::string Metrics::render(const Gauges& replicas) const {
+std::string Metrics::render(const Gauges& replicas, const std::vector<Family>& families) const {
     std::lock_guard lock(mu_);
     std::string out;
     header(out, "cascade_builds_total", "Builds that ended, by build config and result.",
@@ -121,6 +121,15 @@ std::string Metrics::render(const Gauges& replicas) const {
            "Bytes of request and response bodies of the registry (/v2/).", "counter");
     out += "cascade_registry_bytes_total{direction=\"in\"} " + std::to_string(bytes_in_) + "\n";
     out += "cascade_registry_bytes_total{direction=\"out\"} " + std::to_string(bytes_out_) + "\n";
+    for (const auto& f : families) {
+        header(out, f.name, f.help, f.type);
+        for (const auto& [labels, value] : f.samples) {
+            out += f.name;
+            for (size_t i = 0; i < labels.size(); i++)
+                out += (i == 0 ? "{" : ",") + label(labels[i].first, labels[i].second);
+            out += (labels.empty() ? " " : "} ") + number(value) + "\n";
+        }
+    }
     return out;
 }
 

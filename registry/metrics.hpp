@@ -27,8 +27,14 @@ class Metrics {
     // The replicas of each deployment by state ("ready", "starting", ...),
     // read at scrape time (a gauge).
     using Gauges = std::map<std::pair<std::string, std::string>, int64_t>;
-    // The text format: # HELP and # TYPE for every family, then its samples.
-    std::string render(const Gauges& replicas = {}) const;
+    // A family read at scrape time from its owner (e.g. the router's counters).
+    struct Family {
+        std::string name, help, type;  // type: "counter" or "gauge"
+        std::vector<std::pair<std::vector<std::pair<std::string, std::string>>, double>> samples;
+    };
+    // The text format: # HELP and # TYPE for every family, then its samples;
+    // `families` after the counters kept here.
+    std::string render(const Gauges& replicas = {}, const std::vector<Family>& families = {}) const;
 
     void reset();  // for tests
 

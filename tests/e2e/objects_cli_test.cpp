@@ -228,6 +228,18 @@ TEST_F(ObjectsCli, AliasServiceRouteIdempotenceAndMetrics) {
         << text;
     EXPECT_NE(text.find("cascade_registry_bytes_total{direction=\"out\"}"), std::string::npos)
         << text;
+    // The router's counters: the two requests above went through route web.
+    auto sample = [&](const std::string& series) -> double {
+        auto at = text.find("\n" + series + " ");
+        if (at == std::string::npos) return -1;
+        return std::stod(text.substr(at + series.size() + 2));
+    };
+    EXPECT_NE(text.find("# TYPE cascade_route_connections_total counter"), std::string::npos);
+    EXPECT_GE(sample("cascade_route_connections_total{route=\"web\"}"), 2) << text;
+    EXPECT_EQ(sample("cascade_route_failed_connections_total{route=\"web\"}"), 0) << text;
+    EXPECT_GE(sample("cascade_route_connect_timeouts_total{route=\"web\"}"), 0) << text;
+    EXPECT_GT(sample("cascade_route_bytes_total{route=\"web\",direction=\"out\"}"), 0) << text;
+    EXPECT_GE(sample("cascade_route_active_connections{route=\"web\"}"), 0) << text;
 }
 
 TEST_F(ObjectsCli, WithoutConfigChangeATemplateWaitsAndAutomaticFalseHoldsTagMoves) {

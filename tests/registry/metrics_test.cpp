@@ -65,4 +65,23 @@ TEST(Metrics, LabelValuesAreEscaped) {
     EXPECT_TRUE(has(m.render(), "deployment=\"we\\\"b\""));
 }
 
+TEST(Metrics, FamiliesReadAtScrapeTimeFollowTheCounters) {
+    registry::Metrics m;
+    registry::Metrics::Family routes{
+        "cascade_route_connections_total", "Connections.", "counter", {}};
+    routes.samples.push_back({{{"route", "app-a"}}, 12});
+    routes.samples.push_back({{{"route", "b\"x"}}, 3});
+    registry::Metrics::Family plain{"cascade_router_http_connections_total", "All.", "counter", {}};
+    plain.samples.push_back({{}, 7});
+    auto text = m.render({}, {routes, plain});
+    EXPECT_TRUE(has(text,
+                    "# HELP cascade_route_connections_total Connections.\n"
+                    "# TYPE cascade_route_connections_total counter\n"
+                    "cascade_route_connections_total{route=\"app-a\"} 12\n"
+                    "cascade_route_connections_total{route=\"b\\\"x\"} 3\n"))
+        << text;
+    EXPECT_TRUE(has(text, "\ncascade_router_http_connections_total 7\n")) << text;
+    EXPECT_LT(text.find("cascade_registry_bytes_total"),
+              text.find("cascade_route_connections_total"));
+}
 }  // namespace
