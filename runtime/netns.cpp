@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include "oci/error.hpp"
 
@@ -78,8 +80,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Connects the non-blocking `sock` to 127.0.0.1:port, waiting up to `timeout`;
-// on success the socket is made blocking.
-ConnectResult connect_socket(const fs::Fd& sock, uint16_t port, std::chrono::milliseconds timeout) {
+// on success the socket is made blocking unless `keep_nonblocking`.
+ConnectResult connect_socket(const fs::Fd& sock, uint16_t port, std::chrono::milliseconds timeout,
+                             bool keep_nonblocking = false) {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
@@ -111,6 +114,7 @@ ConnectResult connect_socket(const fs::Fd& sock, uint16_t port, std::chrono::mil
         if (so_error == ETIMEDOUT) return ConnectResult::TimedOut;
         if (so_error != 0) return ConnectResult::Refused;
     }
+    if (keep_nonblocking) return ConnectResult::Connected;
     int flags = ::fcntl(sock.get(), F_GETFL);
     if (flags < 0 || ::fcntl(sock.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
         throw sys_error("make socket blocking (port", std::to_string(port) + ")", errno);
@@ -168,18 +172,33 @@ void NetnsSockets::State::helper_main() {
     }
     while (error == 0 && !stop) {
         if (pool.size() < kPool) {
+            // The missing ones at once, outside the lock; each with TCP_NODELAY
+            // (they carry forwarded bytes), so the router sets nothing per
+            // connection.
+            size_t missing = kPool - pool.size();
             lock.unlock();
-            int fd = ::socket(AF_INET, kSocketFlags, 0);
-            int socket_errno = errno;
+            std::vector<fs::Fd> made_now;
+            int socket_errno = 0;
+            for (size_t i = 0; i < missing; i++) {
+                int fd = ::socket(AF_INET, kSocketFlags, 0);
+                if (fd < 0) {
+                    socket_errno = errno;
+                    break;
+                }
+                int one = 1;
+                ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                made_now.emplace_back(fd);
+            }
             lock.lock();
-            if (fd < 0) {
+            for (auto& fd : made_now)
+                pool.push_back(std::move(fd));
+            made += made_now.size();
+            if (!made_now.empty()) filled.notify_all();
+            if (socket_errno != 0) {
                 error = socket_errno;
                 failed_op = "socket in network namespace";
                 break;
             }
-            pool.emplace_back(fd);
-            made++;
-            filled.notify_one();
             continue;
         }
         auto idle_until = last_take + kIdle;
@@ -218,6 +237,8 @@ fs::Fd NetnsSockets::take(bool wait) {
     if (!s.netns) {
         int fd = ::socket(AF_INET, kSocketFlags, 0);
         if (fd < 0) throw sys_error("socket", "", errno);
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         return fs::Fd(fd);
     }
     std::unique_lock lock(s.mu);
@@ -260,7 +281,7 @@ fs::Fd NetnsSockets::connect(uint16_t port, std::chrono::milliseconds timeout,
         if (result) *result = ConnectResult::TimedOut;
         return {};
     }
-    ConnectResult r = connect_socket(sock, port, timeout);
+    ConnectResult r = connect_socket(sock, port, timeout, true);
     if (result) *result = r;
     if (r != ConnectResult::Connected) return {};
     return sock;

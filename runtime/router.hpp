@@ -51,6 +51,8 @@ struct Backend {
     // next one, and tries the timed-out ones again with longer attempts, for
     // at most 2 s per connection in all. The router's own thread may call it
     // with a timeout of 0 (a connection's first try): then it must not block.
+    // The socket it returns is used as it is: non-blocking, with TCP_NODELAY
+    // (as NetnsSockets::connect gives them).
     std::function<fs::Fd(std::chrono::milliseconds timeout, bool& timed_out)> attempt = {};
 };
 

@@ -7,6 +7,7 @@
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -187,7 +188,12 @@ TEST(NetnsSockets, SocketsBelongToTheNamespaceAndNoThreadPerSocket) {
     fs::Fd conn = sockets.connect(port, 5000ms, &result);
     ASSERT_TRUE(conn);
     EXPECT_EQ(result, ConnectResult::Connected);
-    EXPECT_EQ(::fcntl(conn.get(), F_GETFL) & O_NONBLOCK, 0);  // blocking, like connect_in_netns
+    // Ready for the router's forwarding: non-blocking, without Nagle.
+    EXPECT_NE(::fcntl(conn.get(), F_GETFL) & O_NONBLOCK, 0);
+    int nodelay = 0;
+    socklen_t len = sizeof nodelay;
+    ASSERT_EQ(::getsockopt(conn.get(), IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+    EXPECT_EQ(nodelay, 1);
     fs::Fd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
     EXPECT_TRUE(accepted);
 
