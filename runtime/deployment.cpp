@@ -280,6 +280,11 @@ struct DeploymentController::Impl {
         bool template_pending = false;
         // Paused: tag moves and spec changes are recorded, nothing rolls out.
         bool paused = false;
+        // `cascade scale` while paused: the count applies at once to a
+        // deployment at rest (as Kubernetes scales a paused one); `scaling`
+        // while that step runs.
+        bool scale_requested = false;
+        bool scaling = false;
         // Digests rolled back automatically: the image trigger skips them.
         std::vector<oci::Digest> failed_digests;
         std::vector<RevisionInfo> revisions;  // oldest first; the latest is `revision`
@@ -1137,7 +1142,9 @@ struct DeploymentController::Impl {
 
     // A rollout step stops when the worker stops, the deployment is paused or
     // a newer rollout was asked for (resume continues; the newer one supersedes).
+    // A scale while paused stops at a resume (the usual reconcile follows).
     static bool interrupted_locked(const Deployment& d) {
+        if (d.scaling) return d.stop || !d.paused;
         return d.stop || d.paused || d.rollout_requested;
     }
 
@@ -1737,17 +1744,64 @@ struct DeploymentController::Impl {
         }
     }
 
+    // `cascade scale` while paused: a deployment at rest (its latest revision
+    // complete) gets the new count of that revision's replicas now; one paused
+    // in the middle of a rollout gets it at resume, and says so.
+    void scale_paused(const DeploymentPtr& d) {
+        std::optional<RevisionInfo> latest;
+        int replicas = 0;
+        {
+            std::lock_guard lock(mu);
+            if (!d->revisions.empty()) latest = d->revisions.back();
+            replicas = d->spec.replicas;
+        }
+        if (!latest || latest->status != "Complete") {
+            emit("deployment", d->name + ": paused in the middle of a rollout: " +
+                                   std::to_string(replicas) + " replicas at resume");
+            return;
+        }
+        Image image;
+        try {
+            image = load_image(latest->spec.image_repository, latest->digest);
+        } catch (const std::exception& e) {
+            emit("deployment", d->name + ": scaling while paused failed: " + e.what());
+            return;
+        }
+        {
+            std::lock_guard lock(mu);
+            d->scaling = true;
+        }
+        auto spec = latest->spec;
+        spec.replicas = replicas;
+        std::optional<Outcome> outcome;
+        try {
+            outcome = roll_to(d, latest->revision, spec, image, true);
+        } catch (...) {
+            std::lock_guard lock(mu);
+            d->scaling = false;
+            throw;
+        }
+        {
+            std::lock_guard lock(mu);
+            d->scaling = false;
+        }
+        if (outcome->kind == Outcome::Kind::Failed)
+            emit("deployment", d->name + ": scaling while paused: " + outcome->message);
+        settle(d);
+    }
+
     // ---- the worker ---------------------------------------------------------
 
     void run_worker(const DeploymentPtr& d) {
         while (true) {
-            bool do_rollout = false, spec_changed = false, do_reconcile = false;
+            bool do_rollout = false, spec_changed = false, do_reconcile = false, do_scale = false;
             {
                 std::unique_lock lock(mu);
                 while (true) {
                     if (d->stop) return;
                     // Paused: only supervision (probes, restarts) until resume.
                     if (!d->paused && (d->rollout_requested || d->reconcile_requested)) break;
+                    if (d->paused && d->scale_requested) break;
                     // Probes, restarts and kills that are due (supervision).
                     auto wake = next_supervision_locked(*d);
                     if (wake <= Clock::now()) break;
@@ -1761,8 +1815,12 @@ struct DeploymentController::Impl {
                     spec_changed = d->spec_changed;
                     do_reconcile = d->reconcile_requested;
                     d->rollout_requested = d->spec_changed = d->reconcile_requested = false;
+                } else {
+                    // The reconcile it asked for stays requested for resume.
+                    do_scale = d->scale_requested;
                 }
-                d->busy = do_rollout || do_reconcile;
+                d->scale_requested = false;
+                d->busy = do_rollout || do_reconcile || do_scale;
             }
             try {
                 pump(d);
@@ -1770,6 +1828,8 @@ struct DeploymentController::Impl {
                     rollout(d, spec_changed);
                 else if (do_reconcile)
                     reconcile(d);
+                else if (do_scale)
+                    scale_paused(d);
             } catch (const std::exception& e) {
                 try {
                     fail(d, e.what());
@@ -2200,7 +2260,8 @@ bool DeploymentController::wait_idle(const std::string& name, std::chrono::milli
     return impl_->cv.wait_for(lock, timeout, [&] {
         for (auto& [n, d] : impl_->deployments) {
             if (!name.empty() && n != name) continue;
-            if (d->busy || (!d->paused && (d->rollout_requested || d->reconcile_requested)))
+            if (d->busy || (!d->paused && (d->rollout_requested || d->reconcile_requested)) ||
+                (d->paused && d->scale_requested))
                 return false;
         }
         return true;
@@ -2285,6 +2346,7 @@ void DeploymentController::scale(const std::string& name, int replicas) {
         d = it->second;
         d->spec.replicas = replicas;
         d->reconcile_requested = true;
+        d->scale_requested = d->paused;  // at once even while paused (scale_paused)
         impl_->ensure_worker_locked(d);
         impl_->cv.notify_all();
     }

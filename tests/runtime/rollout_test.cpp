@@ -390,6 +390,16 @@ TEST_F(RolloutTest, PausedDeploymentsRecordChangesAndRollThemOutOnResume) {
     EXPECT_EQ(s.revision, 1);
     ASSERT_TRUE(all_ready(s, 1, 1)) << describe(s);
 
+    // Scaling is not held back by the pause (as Kubernetes): more replicas of
+    // the running revision now, the held changes still waiting.
+    controller().scale("web", 2);
+    settle();
+    s = status();
+    EXPECT_EQ(s.phase, "Paused");
+    EXPECT_EQ(s.revision, 1);
+    ASSERT_TRUE(all_ready(s, 1, 2)) << describe(s);
+    EXPECT_EQ(runc_containers(), 2);
+
     controller().resume("web");
     settle();
     s = status();
@@ -397,7 +407,7 @@ TEST_F(RolloutTest, PausedDeploymentsRecordChangesAndRollThemOutOnResume) {
     EXPECT_FALSE(s.paused);
     EXPECT_EQ(s.revision, 2);
     EXPECT_EQ(s.image, v2);
-    ASSERT_TRUE(all_ready(s, 2, 1)) << describe(s);
+    ASSERT_TRUE(all_ready(s, 2, 2)) << describe(s);
     EXPECT_EQ(controller().history("web").back().spec.env, std::vector<std::string>{"MODE=paused"});
 }
 
