@@ -198,7 +198,12 @@ void Database::transaction(const std::function<void()>& fn, Durability durabilit
         } catch (...) {
         }
     };
-    exec("BEGIN IMMEDIATE");
+    try {
+        exec("BEGIN IMMEDIATE");
+    } catch (...) {
+        restore();
+        throw;
+    }
     depth_ = 1;
     try {
         fn();
@@ -217,8 +222,15 @@ void Database::transaction(const std::function<void()>& fn, Durability durabilit
     restore();
     // A Full part joined a Relaxed transaction: a checkpoint syncs the WAL
     // (and everything before it) now.
-    if (relaxed && full_) exec("PRAGMA wal_checkpoint(PASSIVE);");
+    bool checkpoint = relaxed && full_;
     full_ = true;
+    if (checkpoint) {
+        try {
+            exec("PRAGMA wal_checkpoint(PASSIVE);");
+        } catch (...) {
+            // Committed all the same; the next Full commit syncs the WAL.
+        }
+    }
     auto hooks = std::move(after_commit_);
     after_commit_.clear();
     lock.unlock();
