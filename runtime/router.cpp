@@ -1075,7 +1075,7 @@ void Router::Impl::connect_client(ConnectTask task) {
         }
         if (timed_out.empty() || Clock::now() >= deadline) break;
         candidates = std::move(timed_out);
-        attempt_time *= 2;
+        attempt_time = std::min(attempt_time * 2, kConnectBudget);  // no overflow in long runs
     }
     {
         std::lock_guard lock(mu);
