@@ -786,7 +786,27 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
         auto old = stored_object(ctx.db, kind, name);
         std::string result = !old ? "created" : (*old == obj ? "unchanged" : "configured");
         if (kind == "BuildConfig") {
-            ctx.builds.apply(build_config_from_object(obj));
+            auto spec = build_config_from_object(obj);
+            // A base that is an image stream of ours with no image yet (its
+            // import, applied with it, still running): building now would
+            // look for the name on Docker Hub. The ImageChange trigger starts
+            // the build when the tag arrives, as OpenShift does.
+            bool build_now = true;
+            if (spec.config_change_trigger && spec.image_change_trigger) {
+                auto base = ctx.builds.base_of(spec);
+                auto colon = base.rfind(':');
+                if (colon != std::string::npos && base.find('/') == std::string::npos) {
+                    auto repo = base.substr(0, colon);
+                    bool ours =
+                        stream_exists(ctx, repo) ||
+                        std::any_of(items.begin(), items.end(), [&](const json& o) {
+                            return object_kind(o) == "ImageStream" && object_name(o) == repo;
+                        });
+                    if (ours && !ctx.store.tag_digest(repo, base.substr(colon + 1)))
+                        build_now = false;
+                }
+            }
+            ctx.builds.apply(spec, build_now);
         } else if (kind == "DeploymentConfig" || kind == "Deployment") {
             bool paused = deployment_paused(obj);
             apply_paused(ctx, name, paused, true, warnings);

@@ -684,7 +684,8 @@ BuildController::~BuildController() {
     if (impl_->worker.joinable()) impl_->worker.join();
 }
 
-BuildController::ApplyResult BuildController::apply(const BuildConfigSpec& spec) {
+BuildController::ApplyResult BuildController::apply(const BuildConfigSpec& spec,
+                                                    bool config_change_build) {
     if (spec.name.empty()) throw Error("build config has no name");
     if (spec.output_repository.empty())
         throw Error("build config \"" + spec.name + "\": output image stream tag is missing");
@@ -694,7 +695,7 @@ BuildController::ApplyResult BuildController::apply(const BuildConfigSpec& spec)
         "INSERT INTO build_configs (name, spec) VALUES (?1, ?2) "
         "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
         {spec.name, spec.to_json().dump()});
-    if (spec.config_change_trigger)
+    if (spec.config_change_trigger && config_change_build)
         impl_->enqueue(spec.name, old ? "config change" : "config created",
                        BuildCause::ConfigChange);
     return old ? ApplyResult::Configured : ApplyResult::Created;

@@ -104,8 +104,10 @@ class BuildController {
 
     enum class ApplyResult { Created, Configured, Unchanged };
     // Creates or updates a config; a new or changed config with a
-    // ConfigChange trigger is built.
-    ApplyResult apply(const BuildConfigSpec& spec);
+    // ConfigChange trigger is built, unless `config_change_build` is false
+    // (its base is a stream tag still to come: its ImageChange trigger starts
+    // the build when the tag moves).
+    ApplyResult apply(const BuildConfigSpec& spec, bool config_change_build = true);
     bool remove(const std::string& name);
     // Deletes a build's record and log, cancelling it first when it has not
     // ended (`cascade delete build NAME-N`). False when there is no such build.

@@ -356,6 +356,13 @@ class TemplateCascade : public ::testing::Test {
             ASSERT_TRUE(test::eventually([&] { return build_phase(b) == "Complete"; }, kWait))
                 << b << ": " << build_phase(b) << "\n"
                 << cli({"logs", std::string("build/") + b}).out << diagnostics();
+        // No build ran before its base had an image: httpd-base's waited for
+        // the os-base import, the apps' for httpd-base (their ImageChange
+        // triggers started them), so none looked for the name on Docker Hub.
+        for (const auto& [name, build] : items("builds"))
+            EXPECT_EQ(build["status"].value("phase", ""), "Complete") << name << "\n"
+                                                                      << diagnostics();
+        EXPECT_EQ(items("builds").size(), 3u) << diagnostics();
         for (const char* app : {"app-a", "app-b"})
             ASSERT_TRUE(test::eventually([&] { return rolled_out(app, digest(app)); }, kWait))
                 << app << "\n"
