@@ -542,6 +542,25 @@ std::vector<registry::Metrics::Family> router_families(ApiContext& ctx) {
     return out;
 }
 
+// Whether a build config with both ConfigChange and ImageChange triggers
+// builds FROM a tag of an image stream of ours (stored, or in this request)
+// that has no image yet, e.g. while the stream's first import runs: building
+// now would look the name up on Docker Hub; the ImageChange trigger starts the
+// build when the tag arrives, as OpenShift does.
+bool base_stream_has_no_image_yet(ApiContext& ctx, const std::vector<json>& items,
+                                  const engine::BuildConfigSpec& spec) {
+    if (!spec.config_change_trigger || !spec.image_change_trigger) return false;
+    auto base = ctx.builds.base_of(spec);  // "repo:tag" for a stream of ours
+    auto colon = base.rfind(':');
+    if (colon == std::string::npos || base.find('/') != std::string::npos) return false;
+    auto repo = base.substr(0, colon);
+    bool ours =
+        stream_exists(ctx, repo) || std::any_of(items.begin(), items.end(), [&](const json& o) {
+            return object_kind(o) == "ImageStream" && object_name(o) == repo;
+        });
+    return ours && !ctx.store.tag_digest(repo, base.substr(colon + 1));
+}
+
 // Brings a deployment's pause state to spec.paused: paused before a changed
 // template is applied (so it is recorded, not rolled out), resumed after.
 void apply_paused(ApiContext& ctx, const std::string& name, bool paused, bool before,
@@ -787,25 +806,7 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
         std::string result = !old ? "created" : (*old == obj ? "unchanged" : "configured");
         if (kind == "BuildConfig") {
             auto spec = build_config_from_object(obj);
-            // A base that is an image stream of ours with no image yet (its
-            // import, applied with it, still running): building now would
-            // look for the name on Docker Hub. The ImageChange trigger starts
-            // the build when the tag arrives, as OpenShift does.
-            bool build_now = true;
-            if (spec.config_change_trigger && spec.image_change_trigger) {
-                auto base = ctx.builds.base_of(spec);
-                auto colon = base.rfind(':');
-                if (colon != std::string::npos && base.find('/') == std::string::npos) {
-                    auto repo = base.substr(0, colon);
-                    bool ours =
-                        stream_exists(ctx, repo) ||
-                        std::any_of(items.begin(), items.end(), [&](const json& o) {
-                            return object_kind(o) == "ImageStream" && object_name(o) == repo;
-                        });
-                    if (ours && !ctx.store.tag_digest(repo, base.substr(colon + 1)))
-                        build_now = false;
-                }
-            }
+            bool build_now = !base_stream_has_no_image_yet(ctx, items, spec);
             ctx.builds.apply(spec, build_now);
         } else if (kind == "DeploymentConfig" || kind == "Deployment") {
             bool paused = deployment_paused(obj);

@@ -1767,26 +1767,18 @@ struct DeploymentController::Impl {
             emit("deployment", d->name + ": scaling while paused failed: " + e.what());
             return;
         }
-        {
+        auto set_scaling = [&](bool on) {
             std::lock_guard lock(mu);
-            d->scaling = true;
-        }
+            d->scaling = on;
+        };
+        set_scaling(true);
+        std::shared_ptr<void> done(nullptr, [&](void*) { set_scaling(false); });
         auto spec = latest->spec;
         spec.replicas = replicas;
-        std::optional<Outcome> outcome;
-        try {
-            outcome = roll_to(d, latest->revision, spec, image, true);
-        } catch (...) {
-            std::lock_guard lock(mu);
-            d->scaling = false;
-            throw;
-        }
-        {
-            std::lock_guard lock(mu);
-            d->scaling = false;
-        }
-        if (outcome->kind == Outcome::Kind::Failed)
-            emit("deployment", d->name + ": scaling while paused: " + outcome->message);
+        auto outcome = roll_to(d, latest->revision, spec, image, true);
+        done.reset();
+        if (outcome.kind == Outcome::Kind::Failed)
+            emit("deployment", d->name + ": scaling while paused: " + outcome.message);
         settle(d);
     }
 

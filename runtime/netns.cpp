@@ -28,6 +28,18 @@ namespace {
 
 constexpr int kSocketFlags = SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK;
 
+// A socket of NetnsSockets' pool, in the calling thread's namespace: it will
+// carry forwarded bytes, so TCP_NODELAY is set here and the router sets
+// nothing per connection. Empty (errno set) when it cannot be made.
+fs::Fd forwarding_socket() {
+    fs::Fd fd(::socket(AF_INET, kSocketFlags, 0));
+    if (fd) {
+        int one = 1;
+        ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
 // A socket belongs to the network namespace of the thread that created it.
 // A short-lived thread enters the namespace and creates it; the thread then
 // ends, so no thread of the process is ever left in a foreign namespace.
@@ -172,22 +184,18 @@ void NetnsSockets::State::helper_main() {
     }
     while (error == 0 && !stop) {
         if (pool.size() < kPool) {
-            // The missing ones at once, outside the lock; each with TCP_NODELAY
-            // (they carry forwarded bytes), so the router sets nothing per
-            // connection.
+            // The missing ones at once, outside the lock.
             size_t missing = kPool - pool.size();
             lock.unlock();
             std::vector<fs::Fd> made_now;
             int socket_errno = 0;
             for (size_t i = 0; i < missing; i++) {
-                int fd = ::socket(AF_INET, kSocketFlags, 0);
-                if (fd < 0) {
+                fs::Fd fd = forwarding_socket();
+                if (!fd) {
                     socket_errno = errno;
                     break;
                 }
-                int one = 1;
-                ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                made_now.emplace_back(fd);
+                made_now.push_back(std::move(fd));
             }
             lock.lock();
             for (auto& fd : made_now)
@@ -235,11 +243,9 @@ fs::Fd NetnsSockets::take() {
 fs::Fd NetnsSockets::take(bool wait) {
     State& s = *state_;
     if (!s.netns) {
-        int fd = ::socket(AF_INET, kSocketFlags, 0);
-        if (fd < 0) throw sys_error("socket", "", errno);
-        int one = 1;
-        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        return fs::Fd(fd);
+        fs::Fd fd = forwarding_socket();
+        if (!fd) throw sys_error("socket", "", errno);
+        return fd;
     }
     std::unique_lock lock(s.mu);
     s.last_take = Clock::now();
