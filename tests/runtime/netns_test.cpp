@@ -250,7 +250,11 @@ TEST(NetnsSockets, DestructionReleasesEveryFdAndTheHelper) {
         EXPECT_GT(count_entries("/proc/self/fd"), fds);  // the dup and the pool
     }
     EXPECT_EQ(count_entries("/proc/self/fd"), fds);
-    EXPECT_EQ(count_entries("/proc/self/task"), threads);
+    // The helper is joined; its task leaves /proc/self/task when the kernel
+    // releases it, a moment after the join returns.
+    EXPECT_TRUE(test::eventually([&] { return count_entries("/proc/self/task") == threads; },
+                                 std::chrono::seconds(5)))
+        << count_entries("/proc/self/task") << " threads, " << threads << " before";
 }
 
 TEST(NetnsSockets, BadNamespaceFdThrowsAClearError) {
