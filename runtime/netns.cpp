@@ -5,11 +5,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <pthread.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -21,6 +18,7 @@
 #include <vector>
 
 #include "oci/error.hpp"
+#include "runtime/threads.hpp"
 
 namespace cascade::runtime {
 
@@ -104,6 +102,7 @@ ConnectResult connect_socket(const fs::Fd& sock, uint16_t port, std::chrono::mil
         if (errno == ETIMEDOUT) return ConnectResult::TimedOut;
         if (errno != EINPROGRESS && errno != EINTR) return ConnectResult::Refused;
         auto deadline = Clock::now() + timeout;
+        bool failed = false;
         while (true) {
             auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -116,15 +115,16 @@ ConnectResult connect_socket(const fs::Fd& sock, uint16_t port, std::chrono::mil
                 throw sys_error("poll connecting to port", std::to_string(port), errno);
             }
             if (n == 0) return ConnectResult::TimedOut;
+            failed = (p.revents & (POLLERR | POLLHUP)) != 0;  // else: writable, connected
             break;
         }
         int so_error = 0;
         socklen_t len = sizeof so_error;
-        if (::getsockopt(sock.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
+        if (failed && ::getsockopt(sock.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
             throw sys_error("getsockopt SO_ERROR on connection to port", std::to_string(port),
                             errno);
         if (so_error == ETIMEDOUT) return ConnectResult::TimedOut;
-        if (so_error != 0) return ConnectResult::Refused;
+        if (failed) return ConnectResult::Refused;
     }
     if (keep_nonblocking) return ConnectResult::Connected;
     int flags = ::fcntl(sock.get(), F_GETFL);
@@ -173,7 +173,7 @@ struct NetnsSockets::State {
 };
 
 void NetnsSockets::State::helper_main() {
-    pthread_setname_np(pthread_self(), "netns-sockets");
+    set_forwarding_thread("netns-sockets");
     // This thread stays in the namespace until it ends; sockets it makes
     // belong to the namespace wherever they are used.
     int setns_errno = ::setns(netns.get(), CLONE_NEWNET) == 0 ? 0 : errno;

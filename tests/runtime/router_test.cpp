@@ -4,8 +4,10 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -1681,6 +1683,204 @@ TEST(RouterConnect, RemovedBackendReleasesItsSocketsAndHelper) {
     }
     server.stop();
     EXPECT_EQ(open_fds(), fds);
+}
+
+// ---- forwarders: accepting, scheduling, backpressure ---------------------------
+
+// Sets CASCADE_ROUTER_THREADS for the routers constructed in its scope.
+struct ForwarderCount {
+    explicit ForwarderCount(int n) {
+        setenv("CASCADE_ROUTER_THREADS", std::to_string(n).c_str(), 1);
+    }
+    ~ForwarderCount() { unsetenv("CASCADE_ROUTER_THREADS"); }
+};
+
+// Threads of this process by name -> their scheduling policies.
+std::multimap<std::string, int> thread_policies() {
+    std::multimap<std::string, int> out;
+    DIR* dir = opendir("/proc/self/task");
+    while (dirent* entry = readdir(dir)) {
+        if (entry->d_name[0] == '.') continue;
+        std::string comm;
+        std::ifstream(std::string("/proc/self/task/") + entry->d_name + "/comm") >> comm;
+        int policy = sched_getscheduler(static_cast<pid_t>(std::stoi(entry->d_name)));
+        if (!comm.empty() && policy >= 0) out.emplace(comm, policy);
+    }
+    closedir(dir);
+    return out;
+}
+
+TEST(RouterThreads, ForwardingThreadsRunAsBatchAndNothingElseDoes) {
+    TestServer server(http("batch"));
+    RoutedPort routed;
+    routed.router.add_backend("web", attempt_backend("pooled", server.port()));
+    ASSERT_EQ(body_of(routed.port), "batch");
+    size_t forwarders = 0;
+    for (auto& [name, policy] : thread_policies()) {
+        bool ours = name.rfind("router-", 0) == 0 || name == "netns-sockets";
+        if (name == "router-forward") forwarders++;
+        EXPECT_EQ(policy, ours ? SCHED_BATCH : SCHED_OTHER) << name;
+    }
+    EXPECT_GE(forwarders, 1u);
+    EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);  // the caller's thread is left alone
+}
+
+TEST(RouterThreads, SeveralForwardersShareTheRoutePorts) {
+    ForwarderCount three(3);
+    TestServer a(echo()), b(echo());
+    RoutedPort routed;
+    routed.router.add_backend("web", attempt_backend("a", a.port()));
+    routed.router.add_backend("web", tcp_backend("b", b.port()));
+    size_t forwarders = 0;
+    for (auto& [name, policy] : thread_policies())
+        forwarders += name == "router-forward";
+    EXPECT_EQ(forwarders, 3u);
+
+    // Clients arriving together: each gets its own bytes back, whichever
+    // forwarder accepted it.
+    auto burst = [&](uint16_t port, int count) {
+        std::latch start(count);
+        std::atomic<int> failures{0};
+        std::vector<std::thread> clients;
+        for (int i = 0; i < count; i++) {
+            clients.emplace_back([&, i] {
+                std::string message = "client " + std::to_string(i) + std::string(3000 + i, 'x');
+                start.arrive_and_wait();
+                fs::Fd fd = connect_to(port);
+                if (!fd || !send_all(fd.get(), message)) {
+                    failures++;
+                    return;
+                }
+                shutdown(fd.get(), SHUT_WR);
+                if (read_to_eof(fd.get()) != message) failures++;
+            });
+        }
+        for (auto& t : clients)
+            t.join();
+        return failures.load();
+    };
+    EXPECT_EQ(burst(routed.port, 150), 0);
+    EXPECT_EQ(routed.router.stats("web").connections, 150u);
+
+    // Moving the route: every forwarder lets go of the old port.
+    uint16_t old_port = routed.port;
+    uint16_t new_port = 0;
+    for (int attempt = 0; attempt < 20 && new_port == 0; attempt++) {
+        uint16_t candidate = router_port();
+        try {
+            routed.router.add_route("web", "127.0.0.1", candidate);
+            new_port = candidate;
+        } catch (const Error&) {
+        }
+    }
+    ASSERT_NE(new_port, 0);
+    EXPECT_FALSE(connect_to(old_port)) << "the old listener is still open";
+    EXPECT_EQ(burst(new_port, 60), 0);
+    routed.router.remove_route("web");
+    EXPECT_FALSE(connect_to(new_port)) << "the listener of a removed route is still open";
+}
+
+// The backend answers at once with more than the sockets hold while the
+// client reads nothing for a while: the router stops reading the backend
+// when the client's side is full and goes on when the client reads.
+TEST(RouterThreads, SlowReaderGetsEveryByteInOrder) {
+    constexpr size_t kTotal = 24u << 20;
+    uint64_t sent_hash = kFnvOffset;
+    std::mutex hash_mu;
+    TestServer server([&](int fd) {
+        std::mt19937_64 rng(7);
+        std::string chunk(1 << 20, '\0');
+        uint64_t hash = kFnvOffset;
+        for (size_t done = 0; done < kTotal; done += chunk.size()) {
+            for (size_t i = 0; i < chunk.size(); i += 8) {
+                uint64_t v = rng();
+                std::memcpy(chunk.data() + i, &v, 8);
+            }
+            hash = fnv1a(hash, chunk.data(), chunk.size());
+            if (!send_all(fd, chunk)) return;
+        }
+        std::lock_guard lock(hash_mu);
+        sent_hash = hash;
+    });
+    RoutedPort routed;
+    routed.router.add_backend("web", attempt_backend("bulk", server.port()));
+    fs::Fd client = connect_to(routed.port);
+    ASSERT_TRUE(client);
+    std::this_thread::sleep_for(500ms);  // everything in between fills up
+    uint64_t received_hash = kFnvOffset;
+    size_t received = 0;
+    char buf[65536];
+    while (true) {
+        ssize_t n = recv(client.get(), buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        received_hash = fnv1a(received_hash, buf, static_cast<size_t>(n));
+        received += static_cast<size_t>(n);
+        if (received % (4u << 20) < static_cast<size_t>(n))
+            std::this_thread::sleep_for(50ms);  // and again, now and then
+    }
+    EXPECT_EQ(received, kTotal);
+    std::lock_guard lock(hash_mu);
+    EXPECT_EQ(received_hash, sent_hash);
+}
+
+// A backend that speaks first (a greeting, as SMTP or MySQL servers send) is
+// heard without the client sending anything, also when the forwarder made
+// the connection itself.
+TEST(RouterThreads, BackendSpeakingFirstIsHeard) {
+    TestServer server(echo("220 ready\r\n"));
+    RoutedPort routed;
+    routed.router.add_backend("web", attempt_backend("greeter", server.port()));
+    for (int i = 0; i < 5; i++) {
+        fs::Fd client = connect_to(routed.port);
+        ASSERT_TRUE(client);
+        EXPECT_EQ(read_exactly(client.get(), 11), "220 ready\r\n") << "connection " << i;
+        ASSERT_TRUE(send_all(client.get(), "QUIT\r\n"));
+        EXPECT_EQ(read_exactly(client.get(), 6), "QUIT\r\n");
+    }
+}
+
+// Out of file descriptors, the forwarders stop accepting for a moment instead
+// of spinning on the listener (level-triggered, it stays readable), and take
+// the waiting clients once fds are free again.
+TEST(RouterThreads, OutOfFdsPausesAcceptingWithoutSpinning) {
+    TestServer server(echo());
+    RoutedPort routed;
+    routed.router.add_backend("web", tcp_backend("echo", server.port()));
+    std::vector<fs::Fd> clients;
+    for (int i = 0; i < 3; i++)
+        clients.emplace_back(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    rlimit saved{};
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    rlimit none = saved;
+    int lowest_free = fcntl(0, F_DUPFD_CLOEXEC, 0);
+    ASSERT_GE(lowest_free, 0);
+    close(lowest_free);
+    none.rlim_cur = static_cast<rlim_t>(lowest_free);  // every fd number below it is taken
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &none), 0);
+    sockaddr_in addr = loopback(routed.port);
+    for (auto& c : clients)  // into the listen backlog: accept4 gets EMFILE
+        EXPECT_EQ(::connect(c.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    // The process's CPU time (reading a thread's needs an fd): the rest of
+    // it is idle meanwhile.
+    auto cpu = [] {
+        rusage usage{};
+        getrusage(RUSAGE_SELF, &usage);
+        return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+               static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+    };
+    double before = cpu();
+    std::this_thread::sleep_for(1000ms);
+    double after = cpu();
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    // Spinning would take most of that second; pausing takes a few retries.
+    EXPECT_LT(after - before, 0.3) << "router threads spun on EMFILE";
+    for (size_t i = 0; i < clients.size(); i++) {
+        std::string message = "after the pause " + std::to_string(i);
+        ASSERT_TRUE(send_all(clients[i].get(), message));
+        shutdown(clients[i].get(), SHUT_WR);
+        EXPECT_EQ(read_to_eof(clients[i].get()), message);
+    }
 }
 
 }  // namespace
