@@ -41,7 +41,7 @@ enum class ConnectResult {
 class NetnsSockets {
   public:
     // Sockets kept ready, refilled when half are taken: at the router's rates
-    // (thousands of connections a second) the helper wakes every 16 of them.
+    // (thousands of connections a second) the helper wakes every 4 of them.
     static constexpr size_t kPool = 8;
     static constexpr std::chrono::milliseconds kIdle{10000};
 
