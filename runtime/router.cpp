@@ -1,23 +1,23 @@
 // The router. Threads:
 // - forwarders (one epoll thread per core, at most 4; CASCADE_ROUTER_THREADS
-//   overrides): each watches every route port (EPOLLEXCLUSIVE), accepts,
-//   connects the client to a backend at once when it can, and moves the
-//   connection's bytes until it closes, all on the one thread;
-// - the accept loop (one epoll thread): the shared HTTP port, its request
-//   heads and error answers;
+//   overrides): each watches every listener (EPOLLEXCLUSIVE: a new client
+//   wakes one idle forwarder), accepts, connects the client to a backend at
+//   once when it can, and moves the connection's bytes until it closes, all
+//   on the one thread;
 // - connect workers: call Backend::connect (which may block up to the
 //   backend's own timeout, e.g. inside a container's network namespace) when
 //   the immediate attempt did not connect, so a slow backend never stalls
-//   anything else; they hand the connection to a forwarder, round robin.
+//   anything else; they hand the connection to a forwarder, round robin;
+// - the control loop: runs the API's changes of listeners, and owns their fds.
 // All of them run as SCHED_BATCH (runtime/threads.hpp).
 //
-// The shared HTTP port: the accept loop reads each new connection's request
-// head (non-blocking, bounded in size and time), finds the route by Host, and
-// then treats the connection like one on the route's own port, with the head
-// buffered as the first bytes to send to the backend. Error answers (400, 404,
-// 408, 431, 503) are written by the accept loop, which then half-closes and
-// discards what the client still sends for a moment, so the client reads the
-// answer instead of a reset.
+// The shared HTTP port: the forwarder that accepted a connection reads its
+// request head (non-blocking, bounded in size and time), finds the route by
+// Host, and then treats the connection like one on the route's own port, with
+// the head buffered as the first bytes to send to the backend. Error answers
+// (400, 404, 408, 431, 503) are written by that forwarder, which then
+// half-closes and discards what the client still sends for a moment, so the
+// client reads the answer instead of a reset.
 //
 // Forwarding: both sockets are edge-triggered; an event pumps only the
 // direction(s) it concerns, and a short read ends a pump (the socket is empty,
@@ -32,10 +32,10 @@
 // backend it has not tried; with none left the client gets a 503 (shared port)
 // or a reset. After the first response only bytes are moved.
 //
-// Ownership: listeners, heads and error answers belong to the accept loop;
-// established connections to their forwarder. Routes, backends, hostnames and
-// counters live under `mu`; the API changes loop-owned state by posting a
-// command to the loop (or to each forwarder) and waiting for it.
+// Ownership: listeners' fds belong to the control loop; heads, error answers
+// and established connections to the forwarder that accepted them. Routes,
+// backends, hostnames and counters live under `mu`; the API changes a
+// thread's state by posting a command to it and waiting for it.
 
 #include "runtime/router.hpp"
 
@@ -490,7 +490,7 @@ struct ConnectTask {
     std::shared_ptr<Replay> replay;  // null: the connection's first backend
 };
 
-// A backend socket ready to be forwarded, handed from a worker to the loop.
+// A backend socket ready to be forwarded, handed from a worker to a forwarder.
 struct Arrival {
     fs::Fd client;
     fs::Fd backend;
@@ -501,7 +501,7 @@ struct Arrival {
     std::shared_ptr<Replay> replay;
 };
 
-// A shared-port client that no backend accepted: the loop answers 503.
+// A shared-port client that no backend accepted: a forwarder answers 503.
 struct Refusal {
     fs::Fd client;
     std::string host;
@@ -599,8 +599,7 @@ struct Router::Impl {
     std::condition_variable released;  // a backend's active count dropped
     std::map<std::string, std::shared_ptr<RouteState>> routes;
     std::map<std::string, std::shared_ptr<BackendState>> backends;
-    std::deque<std::function<void()>> commands;  // to run on the loop thread
-    std::deque<Refusal> refusals;
+    std::deque<std::function<void()>> commands;                    // to run on the loop thread
     std::map<std::string, std::shared_ptr<RouteState>> hostnames;  // shared port: Host -> route
     HttpPortStats http_counters;
     Clock::duration header_timeout = kDefaultHeaderTimeout;
@@ -615,14 +614,7 @@ struct Router::Impl {
     // Loop-thread state.
     std::unordered_map<uint64_t, Listener> listeners;
     uint64_t http_listener = 0;  // 0: no shared port
-    std::unordered_map<uint64_t, PendingHead> heads;
-    std::set<std::pair<Clock::time_point, uint64_t>> head_timers;
-    std::unordered_map<uint64_t, Closing> closings;
-    std::set<std::pair<Clock::time_point, uint64_t>> closing_timers;
     uint64_t next_id = 1;
-    bool accept_paused = false;
-    std::chrono::steady_clock::time_point accept_resume;
-    std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kChunk);
 
     // Connect workers.
     std::mutex work_mu;
@@ -640,16 +632,22 @@ struct Router::Impl {
         fs::Fd epoll;
         fs::Fd wake;
         std::thread thread;
-        std::mutex mu;  // guards arrivals and commands
+        std::mutex mu;  // guards arrivals, refusals and commands
         std::deque<Arrival> arrivals;
+        std::deque<Refusal> refusals;
         std::deque<std::function<void()>> commands;
         // Forwarder-thread state.
         std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections;
         std::vector<uint64_t> unfinished;  // connections that used up their budget
-        // Route listeners this forwarder accepts from (the loop owns their fds).
-        std::unordered_map<uint64_t, WatchedListener> route_listeners;
+        // Listeners this forwarder accepts from (the loop owns their fds).
+        std::unordered_map<uint64_t, WatchedListener> watched;
         bool accept_paused = false;
         Clock::time_point accept_resume;
+        // Shared port: request heads arriving, error answers being written.
+        std::unordered_map<uint64_t, PendingHead> heads;
+        std::set<std::pair<Clock::time_point, uint64_t>> head_timers;
+        std::unordered_map<uint64_t, Closing> closings;
+        std::set<std::pair<Clock::time_point, uint64_t>> closing_timers;
         uint64_t next_id = 1;
         std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kChunk);
 
@@ -665,6 +663,13 @@ struct Router::Impl {
         void accept_clients(uint64_t listener_id);
         void pause_accepting();
         void resume_accepting();
+        void read_head(uint64_t head_id);
+        void route_request(uint64_t head_id, std::string host);
+        void respond(fs::Fd client, std::string answer, Kind registered_as);
+        void linger(uint64_t closing_id);
+        void end_closing(uint64_t closing_id);
+        void expire_timers();
+        int next_timeout() const;
         void pump(uint64_t connection_id);
         void on_connection_event(uint64_t connection_id, Kind side, uint32_t events);
         void settle(uint64_t connection_id, Flow up, Flow down);
@@ -699,16 +704,6 @@ struct Router::Impl {
     // Loop thread.
     void loop_main();
     void handle_wake();
-    void accept_clients(uint64_t listener_id);
-    void read_head(uint64_t head_id);
-    void route_request(uint64_t head_id, std::string host);
-    void respond(fs::Fd client, std::string answer, Kind registered_as);
-    void linger(uint64_t closing_id);
-    void end_closing(uint64_t closing_id);
-    void expire_timers();
-    int next_timeout() const;
-    void pause_accepting();
-    void resume_accepting();
     uint64_t add_listener(const std::shared_ptr<RouteState>& route, fs::Fd fd);
     void drop_listener(uint64_t listener_id);
 };
@@ -835,26 +830,33 @@ void Router::Impl::Forwarder::main() {
     constexpr int kMaxEvents = 256;
     epoll_event events[kMaxEvents];
     while (!owner.stopping) {
-        int timeout = -1;
-        if (!unfinished.empty()) {
-            timeout = 0;
-        } else if (accept_paused) {
-            auto left = std::chrono::ceil<std::chrono::milliseconds>(accept_resume - Clock::now());
-            timeout = static_cast<int>(std::max<int64_t>(left.count(), 0));
-        }
-        int n = epoll_wait(epoll.get(), events, kMaxEvents, timeout);
+        int n = epoll_wait(epoll.get(), events, kMaxEvents, next_timeout());
         if (n < 0) n = 0;  // EINTR; nothing else can fail on a valid epoll fd
         if (accept_paused && Clock::now() >= accept_resume) resume_accepting();
         for (int i = 0; i < n && !owner.stopping; i++) {
             uint64_t data = events[i].data.u64;
             auto kind = static_cast<Kind>(data & 7);
-            if (kind == kWake)
-                handle_wake();
-            else if (kind == kListener)
-                accept_clients(data >> 3);
-            else
-                on_connection_event(data >> 3, kind, events[i].events);
+            uint64_t id = data >> 3;
+            switch (kind) {
+                case kWake:
+                    handle_wake();
+                    break;
+                case kListener:
+                    accept_clients(id);
+                    break;
+                case kHead:
+                    read_head(id);
+                    break;
+                case kClosing:
+                    linger(id);
+                    break;
+                case kClientSide:
+                case kBackendSide:
+                    on_connection_event(id, kind, events[i].events);
+                    break;
+            }
         }
+        expire_timers();
         if (!unfinished.empty()) {
             std::vector<uint64_t> again;
             again.swap(unfinished);
@@ -864,12 +866,16 @@ void Router::Impl::Forwarder::main() {
                 if (connections.count(id)) pump(id);
         }
     }
-    // Shutting down: forwarded connections are cut (RST).
+    // Shutting down: forwarded connections are cut (RST), heads too.
     std::vector<uint64_t> open;
     for (auto& [id, c] : connections)
         open.push_back(id);
     for (uint64_t id : open)
         finish(id, true);
+    for (auto& [id, head] : heads)
+        close_abortively(head.client);
+    heads.clear();
+    closings.clear();
 }
 
 void Router::Impl::Forwarder::handle_wake() {
@@ -878,13 +884,24 @@ void Router::Impl::Forwarder::handle_wake() {
     (void)n;
     std::deque<std::function<void()>> todo;
     std::deque<Arrival> arrived;
+    std::deque<Refusal> refused;
     {
         std::lock_guard lock(mu);
         todo.swap(commands);
         arrived.swap(arrivals);
+        refused.swap(refusals);
     }
     for (auto& arrival : arrived)
         establish(std::move(arrival));
+    for (auto& refusal : refused) {
+        if (owner.stopping) break;
+        respond(std::move(refusal.client),
+                http_error(503, "Service Unavailable",
+                           "cascade router: no ready backend for host '" + refusal.host +
+                               "'; try again later\n",
+                           true),
+                kWake);
+    }
     for (auto& command : todo)
         command();
 }
@@ -1015,8 +1032,12 @@ void Router::Impl::refuse_locked(ConnectTask& task) {
     task.route->stats.failed++;
     task.route->stats.active--;
     if (task.http) {
-        refusals.push_back(Refusal{std::move(task.client), std::move(task.http->host)});
-        wake_loop();
+        Forwarder& f = *forwarders[next_forwarder++ % forwarders.size()];
+        {
+            std::lock_guard lock(f.mu);
+            f.refusals.push_back(Refusal{std::move(task.client), std::move(task.http->host)});
+        }
+        f.wake_up();
     } else if (task.replay) {
         // The client sent a request and got nothing: a reset, not a clean EOF.
         close_abortively(task.client);
@@ -1127,54 +1148,41 @@ void Router::Impl::connect_client(ConnectTask task) {
     task.client.reset();
 }
 
-// ---- loop thread -----------------------------------------------------------
+// ---- the control loop and the shared port's heads --------------------------
 
 void Router::Impl::loop_main() {
-    set_forwarding_thread("router-accept");
-    constexpr int kMaxEvents = 256;
+    set_forwarding_thread("router-control");
+    constexpr int kMaxEvents = 16;
     epoll_event events[kMaxEvents];
     while (!stopping) {
-        int n = epoll_wait(epoll.get(), events, kMaxEvents, next_timeout());
-        if (n < 0) n = 0;  // EINTR; nothing else can fail on a valid epoll fd
-        for (int i = 0; i < n && !stopping; i++) {
-            uint64_t data = events[i].data.u64;
-            auto kind = static_cast<Kind>(data & 7);
-            uint64_t id = data >> 3;
-            switch (kind) {
-                case kWake:
-                    handle_wake();
-                    break;
-                case kListener:
-                    accept_clients(id);
-                    break;
-                case kHead:
-                    read_head(id);
-                    break;
-                case kClosing:
-                    linger(id);
-                    break;
-                case kClientSide:
-                case kBackendSide:
-                    break;  // forwarders' business
-            }
-        }
-        if (accept_paused && Clock::now() >= accept_resume) resume_accepting();
-        expire_timers();
+        int n = epoll_wait(epoll.get(), events, kMaxEvents, -1);
+        for (int i = 0; i < n && !stopping; i++)
+            if (static_cast<Kind>(events[i].data.u64 & 7) == kWake) handle_wake();
     }
-    // Shutting down: listeners and heads closed (forwarders cut their own).
-    for (auto& [id, head] : heads)
-        close_abortively(head.client);
-    heads.clear();
-    closings.clear();
     listeners.clear();
 }
 
-// Milliseconds until the loop must look at a timer; -1: none.
-int Router::Impl::next_timeout() const {
+void Router::Impl::handle_wake() {
+    uint64_t count;
+    ssize_t n = read(wake.get(), &count, sizeof count);
+    (void)n;
+    std::deque<std::function<void()>> todo;
+    {
+        std::lock_guard lock(mu);
+        todo.swap(commands);
+    }
+    for (auto& command : todo)
+        command();
+}
+
+// Milliseconds until the forwarder must look again: 0 with connections left
+// unfinished, else until the next timer; -1: none.
+int Router::Impl::Forwarder::next_timeout() const {
     std::optional<Clock::time_point> soonest;
     auto consider = [&](Clock::time_point t) {
         if (!soonest || t < *soonest) soonest = t;
     };
+    if (!unfinished.empty()) return 0;
     if (accept_paused) consider(accept_resume);
     if (!head_timers.empty()) consider(head_timers.begin()->first);
     if (!closing_timers.empty()) consider(closing_timers.begin()->first);
@@ -1183,7 +1191,7 @@ int Router::Impl::next_timeout() const {
     return static_cast<int>(std::clamp<int64_t>(left.count() + 1, 0, 60000));
 }
 
-void Router::Impl::expire_timers() {
+void Router::Impl::Forwarder::expire_timers() {
     if (head_timers.empty() && closing_timers.empty()) return;
     auto now = Clock::now();
     while (!head_timers.empty() && head_timers.begin()->first <= now) {
@@ -1194,8 +1202,8 @@ void Router::Impl::expire_timers() {
         fs::Fd client = std::move(it->second.client);
         heads.erase(it);
         {
-            std::lock_guard lock(mu);
-            http_counters.bad_request++;
+            std::lock_guard lock(owner.mu);
+            owner.http_counters.bad_request++;
         }
         respond(std::move(client),
                 http_error(408, "Request Timeout",
@@ -1209,65 +1217,7 @@ void Router::Impl::expire_timers() {
     }
 }
 
-void Router::Impl::handle_wake() {
-    uint64_t count;
-    ssize_t n = read(wake.get(), &count, sizeof count);
-    (void)n;
-    std::deque<std::function<void()>> todo;
-    std::deque<Refusal> refused;
-    {
-        std::lock_guard lock(mu);
-        todo.swap(commands);
-        refused.swap(refusals);
-    }
-    for (auto& refusal : refused) {
-        if (stopping) break;
-        respond(std::move(refusal.client),
-                http_error(503, "Service Unavailable",
-                           "cascade router: no ready backend for host '" + refusal.host +
-                               "'; try again later\n",
-                           true),
-                kWake);
-    }
-    for (auto& command : todo)
-        command();
-}
-
-void Router::Impl::accept_clients(uint64_t listener_id) {
-    auto it = listeners.find(listener_id);
-    if (it == listeners.end()) return;
-    Listener& listener = it->second;
-    for (int i = 0; i < kMaxAcceptsPerEvent; i++) {
-        int fd = accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                pause_accepting();
-            return;  // EAGAIN, or an error that a later round may not have
-        }
-        // The shared HTTP port (route ports are the forwarders'): the request
-        // head comes first.
-        fs::Fd client(fd);
-        uint64_t id = next_id++;
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-        ev.data.u64 = tag(kHead, id);
-        if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, client.get(), &ev) != 0) continue;
-        Clock::duration timeout;
-        {
-            std::lock_guard lock(mu);
-            http_counters.connections++;
-            timeout = header_timeout;
-        }
-        PendingHead& head = heads[id];
-        head.client = std::move(client);
-        head.deadline = Clock::now() + timeout;
-        head_timers.emplace(head.deadline, id);
-        // EPOLLIN (edge-triggered: also for bytes already there) reads it.
-    }
-}
-
-void Router::Impl::read_head(uint64_t head_id) {
+void Router::Impl::Forwarder::read_head(uint64_t head_id) {
     auto it = heads.find(head_id);
     if (it == heads.end()) return;
     PendingHead& h = it->second;
@@ -1301,8 +1251,8 @@ void Router::Impl::read_head(uint64_t head_id) {
     heads.erase(it);
     if (head.status == HeadStatus::Incomplete && empty) return;  // connected, sent nothing, left
     {
-        std::lock_guard lock(mu);
-        http_counters.bad_request++;
+        std::lock_guard lock(owner.mu);
+        owner.http_counters.bad_request++;
     }
     std::string answer;
     if (head.status == HeadStatus::TooLarge) {
@@ -1321,27 +1271,27 @@ void Router::Impl::read_head(uint64_t head_id) {
 }
 
 // The head is complete: pick the route by Host and connect like any client.
-void Router::Impl::route_request(uint64_t head_id, std::string host) {
+void Router::Impl::Forwarder::route_request(uint64_t head_id, std::string host) {
     auto it = heads.find(head_id);
     PendingHead h = std::move(it->second);
     heads.erase(it);
     std::shared_ptr<RouteState> route;
     bool ready = false;
     {
-        std::lock_guard lock(mu);
-        auto found = hostnames.find(host);
-        if (found == hostnames.end()) {
-            http_counters.unknown_host++;
+        std::lock_guard lock(owner.mu);
+        auto found = owner.hostnames.find(host);
+        if (found == owner.hostnames.end()) {
+            owner.http_counters.unknown_host++;
         } else {
             route = found->second;
-            http_counters.routed++;
+            owner.http_counters.routed++;
             route->stats.connections++;
             ready = !route->removed && !route->rotation.empty();
             if (!ready) route->stats.failed++;
         }
     }
     if (!route) {
-        // The known hostnames are not listed: they are not the client's business.
+        // The known owner.hostnames are not listed: they are not the client's business.
         respond(std::move(h.client),
                 http_error(404, "Not Found", "cascade router: no route for host '" + host + "'\n"),
                 kHead);
@@ -1358,18 +1308,19 @@ void Router::Impl::route_request(uint64_t head_id, std::string host) {
     }
     epoll_ctl(epoll.get(), EPOLL_CTL_DEL, h.client.get(), nullptr);
     {
-        std::lock_guard lock(mu);
+        std::lock_guard lock(owner.mu);
         route->stats.active++;
     }
-    submit(ConnectTask{std::move(h.client), route, HttpRequest{std::move(h.buf), std::move(host)},
-                       nullptr});
+    owner.submit(ConnectTask{std::move(h.client), route,
+                             HttpRequest{std::move(h.buf), std::move(host)}, nullptr},
+                 this);
 }
 
 // Writes `answer`, half-closes, and reads what the client still sends until
 // it closes (or kLingerTime/kLingerBytes), so the client gets to read the
 // answer instead of a reset. `registered_as`: kHead when the socket is in
 // epoll as a head, anything else when it is not in epoll.
-void Router::Impl::respond(fs::Fd client, std::string answer, Kind registered_as) {
+void Router::Impl::Forwarder::respond(fs::Fd client, std::string answer, Kind registered_as) {
     uint64_t id = next_id++;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -1387,7 +1338,7 @@ void Router::Impl::respond(fs::Fd client, std::string answer, Kind registered_as
     linger(id);
 }
 
-void Router::Impl::linger(uint64_t closing_id) {
+void Router::Impl::Forwarder::linger(uint64_t closing_id) {
     auto it = closings.find(closing_id);
     if (it == closings.end()) return;
     Closing& c = it->second;
@@ -1424,90 +1375,52 @@ void Router::Impl::linger(uint64_t closing_id) {
     }
 }
 
-void Router::Impl::end_closing(uint64_t closing_id) {
+void Router::Impl::Forwarder::end_closing(uint64_t closing_id) {
     auto it = closings.find(closing_id);
     if (it == closings.end()) return;
     closing_timers.erase({it->second.deadline, closing_id});
     closings.erase(it);  // closing the socket takes it out of epoll
 }
 
-// A route's listener is watched by every forwarder (they accept from it); the
-// shared HTTP port's by the loop, which reads the request heads.
+// Every listener, a route's or the shared HTTP port, is watched by every
+// forwarder; the loop keeps the fd.
 uint64_t Router::Impl::add_listener(const std::shared_ptr<RouteState>& route, fs::Fd fd) {
     uint64_t id = next_id++;
-    if (route) {
-        size_t watching = 0;
-        try {
-            for (; watching < forwarders.size(); watching++) {
-                Forwarder& f = *forwarders[watching];
-                f.run([&f, id, &fd, &route] { f.watch_listener(id, fd.get(), route); });
-            }
-        } catch (...) {
-            for (size_t i = 0; i < watching; i++) {
-                Forwarder& f = *forwarders[i];
-                f.run([&f, id] { f.unwatch_listener(id); });
-            }
-            throw;
+    size_t watching = 0;
+    try {
+        for (; watching < forwarders.size(); watching++) {
+            Forwarder& f = *forwarders[watching];
+            f.run([&f, id, &fd, &route] { f.watch_listener(id, fd.get(), route); });
         }
-        listeners[id] = Listener{std::move(fd), route};
-        route->listener_id = id;
-        return id;
+    } catch (...) {
+        for (size_t i = 0; i < watching; i++) {
+            Forwarder& f = *forwarders[i];
+            f.run([&f, id] { f.unwatch_listener(id); });
+        }
+        throw;
     }
-    epoll_event ev{};
-    ev.events = accept_paused ? 0u : static_cast<uint32_t>(EPOLLIN);
-    ev.data.u64 = tag(kListener, id);
-    if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0)
-        throw sys_error("router: epoll_ctl add listener for the HTTP port", "", errno);
-    listeners[id] = Listener{std::move(fd), nullptr};
+    listeners[id] = Listener{std::move(fd), route};
+    if (route) route->listener_id = id;
     return id;
 }
 
 void Router::Impl::drop_listener(uint64_t listener_id) {
     auto it = listeners.find(listener_id);
     if (it == listeners.end()) return;
-    if (it->second.route) {
-        // No forwarder uses the fd once this returns; then it is closed.
-        for (auto& f : forwarders) {
-            Forwarder& forwarder = *f;
-            forwarder.run([&forwarder, listener_id] { forwarder.unwatch_listener(listener_id); });
-        }
-    } else {
-        epoll_ctl(epoll.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
+    // No forwarder uses the fd once this returns; then it is closed.
+    for (auto& f : forwarders) {
+        Forwarder& forwarder = *f;
+        forwarder.run([&forwarder, listener_id] { forwarder.unwatch_listener(listener_id); });
     }
     listeners.erase(it);
 }
 
-// Out of file descriptors: a level-triggered listener would spin, so stop
-// watching it for a moment; connections closing meanwhile free fds. This is
-// the loop's own listener (the shared HTTP port); each forwarder pauses the
-// route listeners itself.
-void Router::Impl::pause_accepting() {
-    accept_paused = true;
-    accept_resume = std::chrono::steady_clock::now() + kAcceptPause;
-    for (auto& [id, listener] : listeners) {
-        if (listener.route) continue;
-        epoll_event ev{};
-        ev.data.u64 = tag(kListener, id);
-        epoll_ctl(epoll.get(), EPOLL_CTL_MOD, listener.fd.get(), &ev);
-    }
-}
-
-void Router::Impl::resume_accepting() {
-    accept_paused = false;
-    for (auto& [id, listener] : listeners) {
-        if (listener.route) continue;
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.u64 = tag(kListener, id);
-        epoll_ctl(epoll.get(), EPOLL_CTL_MOD, listener.fd.get(), &ev);
-    }
-}
-
-// Route ports are accepted by the forwarders themselves: each watches every
-// route listener (EPOLLEXCLUSIVE wakes one idle forwarder, not all), connects
-// the client to a backend and forwards it on the same thread. Measured on 2
-// cores with busybox httpd: 87 % of direct throughput, where the loop
-// accepting and handing each connection to a forwarder served 74 %.
+// The forwarders accept themselves: each watches every listener
+// (EPOLLEXCLUSIVE wakes one idle forwarder, not all), connects the client to a
+// backend (on the shared port once its request head is read) and forwards it
+// on the same thread. Measured on 2 cores with busybox httpd: 87 % of direct
+// throughput on a route port, where the loop accepting and handing each
+// connection to a forwarder served 74 %.
 void Router::Impl::Forwarder::watch_listener(uint64_t listener_id, int fd,
                                              std::shared_ptr<RouteState> route) {
     if (!accept_paused) {
@@ -1515,17 +1428,19 @@ void Router::Impl::Forwarder::watch_listener(uint64_t listener_id, int fd,
         ev.events = EPOLLIN | EPOLLEXCLUSIVE;
         ev.data.u64 = tag(kListener, listener_id);
         if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
-            throw sys_error("router: epoll_ctl add listener for route '" + route->name + "'", "",
-                            errno);
+            throw sys_error(
+                "router: epoll_ctl add listener for " +
+                    (route ? "route '" + route->name + "'" : std::string("the HTTP port")),
+                "", errno);
     }
-    route_listeners[listener_id] = WatchedListener{fd, std::move(route)};
+    watched[listener_id] = WatchedListener{fd, std::move(route)};
 }
 
 void Router::Impl::Forwarder::unwatch_listener(uint64_t listener_id) {
-    auto it = route_listeners.find(listener_id);
-    if (it == route_listeners.end()) return;
+    auto it = watched.find(listener_id);
+    if (it == watched.end()) return;
     if (!accept_paused) epoll_ctl(epoll.get(), EPOLL_CTL_DEL, it->second.fd, nullptr);
-    route_listeners.erase(it);
+    watched.erase(it);
 }
 
 // Out of fds or memory: this forwarder stops accepting for a moment (the
@@ -1535,13 +1450,13 @@ void Router::Impl::Forwarder::pause_accepting() {
     if (accept_paused) return;
     accept_paused = true;
     accept_resume = Clock::now() + kAcceptPause;
-    for (auto& [id, listener] : route_listeners)
+    for (auto& [id, listener] : watched)
         epoll_ctl(epoll.get(), EPOLL_CTL_DEL, listener.fd, nullptr);
 }
 
 void Router::Impl::Forwarder::resume_accepting() {
     accept_paused = false;
-    for (auto& [id, listener] : route_listeners) {
+    for (auto& [id, listener] : watched) {
         epoll_event ev{};
         ev.events = EPOLLIN | EPOLLEXCLUSIVE;
         ev.data.u64 = tag(kListener, id);
@@ -1550,8 +1465,8 @@ void Router::Impl::Forwarder::resume_accepting() {
 }
 
 void Router::Impl::Forwarder::accept_clients(uint64_t listener_id) {
-    auto it = route_listeners.find(listener_id);
-    if (it == route_listeners.end()) return;  // unwatched earlier in this batch
+    auto it = watched.find(listener_id);
+    if (it == watched.end()) return;  // unwatched earlier in this batch
     const int listener = it->second.fd;
     const std::shared_ptr<RouteState> route = it->second.route;
     for (int i = 0; i < kMaxAcceptsPerEvent && !owner.stopping; i++) {
@@ -1563,6 +1478,26 @@ void Router::Impl::Forwarder::accept_clients(uint64_t listener_id) {
             return;  // EAGAIN, or an error that a later round may not have
         }
         fs::Fd client(fd);
+        if (!route) {
+            // The shared HTTP port: the request head comes first.
+            uint64_t id = next_id++;
+            epoll_event ev{};
+            ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+            ev.data.u64 = tag(kHead, id);
+            if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, client.get(), &ev) != 0) continue;
+            Clock::duration timeout;
+            {
+                std::lock_guard lock(owner.mu);
+                owner.http_counters.connections++;
+                timeout = owner.header_timeout;
+            }
+            PendingHead& head = heads[id];
+            head.client = std::move(client);
+            head.deadline = Clock::now() + timeout;
+            head_timers.emplace(head.deadline, id);
+            read_head(id);  // often here already; else EPOLLIN brings it
+            continue;
+        }
         {
             std::lock_guard lock(owner.mu);
             route->stats.connections++;

@@ -1780,6 +1780,44 @@ TEST(RouterThreads, SeveralForwardersShareTheRoutePorts) {
     EXPECT_FALSE(connect_to(new_port)) << "the listener of a removed route is still open";
 }
 
+// The shared port with several forwarders: whichever accepts a client reads
+// its head, routes it, answers errors itself, and forwards.
+TEST(RouterThreads, SeveralForwardersShareTheHttpPort) {
+    ForwarderCount three(3);
+    TestServer a(keep_alive_http("app-a")), b(http("app-b"));
+    HttpRouter r;
+    r.router.set_hostname("a", "a.localhost");
+    r.router.set_hostname("b", "b.localhost");
+    r.router.add_backend("a", attempt_backend("a-1", a.port()));
+    r.router.add_backend("b", tcp_backend("b-1", b.port()));
+    constexpr int kClients = 90;
+    std::latch start(kClients);
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < kClients; i++) {
+        clients.emplace_back([&, i] {
+            start.arrive_and_wait();
+            std::string host = i % 3 == 0   ? "a.localhost"
+                               : i % 3 == 1 ? "b.localhost"
+                                            : "c.localhost";
+            auto response = http_get(r.port, "/" + std::to_string(i), host, 30000ms);
+            bool right =
+                response && (i % 3 == 0 ? response->status == 200 &&
+                                              response->body == "app-a /" + std::to_string(i)
+                             : i % 3 == 1 ? response->status == 200 && response->body == "app-b"
+                                          : response->status == 404);
+            if (!right) wrong++;
+        });
+    }
+    for (auto& t : clients)
+        t.join();
+    EXPECT_EQ(wrong, 0);
+    HttpPortStats stats = r.router.http_stats();
+    EXPECT_EQ(stats.connections, static_cast<uint64_t>(kClients));
+    EXPECT_EQ(stats.routed, static_cast<uint64_t>(kClients * 2 / 3));
+    EXPECT_EQ(stats.unknown_host, static_cast<uint64_t>(kClients / 3));
+}
+
 // The backend answers at once with more than the sockets hold while the
 // client reads nothing for a while: the router stops reading the backend
 // when the client's side is full and goes on when the client reads.
