@@ -592,6 +592,28 @@ std::map<std::string, json> objects_of(ApiContext& ctx, const std::vector<json>&
     return out;
 }
 
+// The port of `deployment`'s first container named or numbered `wanted`, 0
+// when there is none; `first` is set to its first port. As in Kubernetes, a
+// number need not be declared (`ports` is informational); a name must be.
+uint16_t container_port_of(const json& deployment, const std::string& wanted, uint16_t& first) {
+    uint16_t found = 0;
+    first = 0;
+    auto cp = "/spec/template/spec/containers/0/ports"_json_pointer;
+    if (deployment.contains(cp) && deployment.at(cp).is_array())
+        for (const auto& p : deployment.at(cp)) {
+            auto number = static_cast<uint16_t>(p.value("containerPort", 0));
+            if (first == 0) first = number;
+            if (found == 0 && (p.value("name", "") == wanted || std::to_string(number) == wanted))
+                found = number;
+        }
+    if (found == 0 && !wanted.empty() && wanted.size() <= 5 &&
+        wanted.find_first_not_of("0123456789") == std::string::npos) {
+        int number = std::stoi(wanted);
+        if (number >= 1 && number <= 65535) found = static_cast<uint16_t>(number);
+    }
+    return found;
+}
+
 // A Route whose spec.to is a Service: the one deployment the service's
 // selector picks (by spec.template.metadata.labels), with spec.port.targetPort
 // resolved through the service's ports (name or number) to a container port.
@@ -654,16 +676,8 @@ std::string route_service_target(ApiContext& ctx, const std::vector<json>& items
         throw Error(who + ": spec.port.targetPort \"" + wanted + "\" is not a port of Service \"" +
                     svc_name + "\" (" + known + ")");
     // The service port's targetPort: a container port number or name.
-    uint16_t container_port = 0, first = 0;
-    auto cp = "/spec/template/spec/containers/0/ports"_json_pointer;
-    if (chosen.contains(cp) && chosen.at(cp).is_array())
-        for (const auto& p : chosen.at(cp)) {
-            auto number = static_cast<uint16_t>(p.value("containerPort", 0));
-            if (first == 0) first = number;
-            if (p.value("name", "") == port->target_port ||
-                std::to_string(number) == port->target_port)
-                container_port = number;
-        }
+    uint16_t first = 0;
+    uint16_t container_port = container_port_of(chosen, port->target_port, first);
     if (container_port == 0)
         throw Error(who + ": Service \"" + svc_name + "\" port " + std::to_string(port->port) +
                     " targets \"" + port->target_port + "\", which is not a container port of " +
@@ -671,6 +685,41 @@ std::string route_service_target(ApiContext& ctx, const std::vector<json>& items
     // The route forwards to that port (0: the deployment's first port).
     if (target_port) *target_port = container_port == first ? 0 : container_port;
     return matches[0];
+}
+
+// A Route straight to a DeploymentConfig or Deployment: spec.port.targetPort,
+// a container port's name or number, picks the port it forwards to (0: the
+// deployment's first port, also without targetPort).
+uint16_t route_deployment_target_port(ApiContext& ctx, const std::vector<json>& items,
+                                      const json& route) {
+    auto tp = "/spec/port/targetPort"_json_pointer;
+    if (!route.contains(tp)) return 0;
+    const auto& target = route.at(tp);
+    std::string wanted = target.is_string() ? target.get<std::string>() : target.dump();
+    std::string who = "Route \"" + object_name(route) + "\"";
+    std::string name = route.value("/spec/to/name"_json_pointer, std::string());
+    auto deployments = objects_of(ctx, items, {"DeploymentConfig", "Deployment"});
+    auto it = deployments.find(name);
+    json deployment = it == deployments.end() ? json::object() : it->second;
+    uint16_t first = 0;
+    uint16_t port = container_port_of(deployment, wanted, first);
+    if (port == 0 && it == deployments.end())
+        throw Error(who + ": spec.port.targetPort \"" + wanted + "\" names a port of " + name +
+                    ", which is not applied (apply the deployment with the route, or first)");
+    if (port == 0) {
+        std::string known;
+        auto cp = "/spec/template/spec/containers/0/ports"_json_pointer;
+        if (it->second.contains(cp) && it->second.at(cp).is_array())
+            for (const auto& p : it->second.at(cp))
+                known += (known.empty() ? "" : ", ") +
+                         (p.value("name", "").empty() ? "" : p.value("name", "") + "/") +
+                         std::to_string(p.value("containerPort", 0));
+        throw Error(who + ": spec.port.targetPort \"" + wanted +
+                    "\" is neither a port number nor the name of a container port of " + name +
+                    " (" + (known.empty() ? "it declares none" : known) +
+                    "; spec.template.spec.containers[0].ports)");
+    }
+    return port == first ? 0 : port;
 }
 
 // The template of a deployment spec (what a ConfigChange trigger reacts to):
@@ -765,7 +814,10 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
             if (!added && it->second != name)
                 throw HttpError(409, "Route \"" + name + "\": spec.host " + hostname +
                                          " is also the host of route " + it->second);
-            if (route_target_kind(obj) == "Service") route_service_target(ctx, items, obj);
+            if (route_target_kind(obj) == "Service")
+                route_service_target(ctx, items, obj);
+            else
+                route_deployment_target_port(ctx, items, obj);
         } else if (kind == "ImageStream") {
             image_stream_imports_from_object(obj);
             image_stream_aliases_from_object(obj);
@@ -833,6 +885,8 @@ json apply_objects(ApiContext& ctx, std::vector<json> items, json& warnings) {
             auto route = route_from_object(obj);
             if (route_target_kind(obj) == "Service")
                 route.deployment = route_service_target(ctx, items, obj, &route.target_port);
+            else
+                route.target_port = route_deployment_target_port(ctx, items, obj);
             if (route.port == 0) {
                 // Keep the port a route already has; else pick a free one.
                 for (const auto& r : ctx.deployments.routes())

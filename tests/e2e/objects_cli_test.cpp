@@ -434,3 +434,69 @@ spec:
         60s))
         << daemon->cli({"describe", "route", "two"}).out;
 }
+
+// A Route straight to a DeploymentConfig: spec.port.targetPort, a container
+// port's name or a number (declared or not, as in Kubernetes), picks the port
+// it forwards to; a name the deployment does not declare is refused, naming
+// the ports it has, and changes nothing.
+TEST_F(ObjectsCli, RouteToADeploymentPicksItsTargetPort) {
+    fs::write_file_atomic(
+        context / "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /www /admin && echo "
+        "site > /www/index.html && echo admin > /admin/index.html\"]\n"
+        "CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p "
+        "8080 -h /www & /bin/busybox httpd -f -p 8081 -h /admin & wait\"]\n");
+    build("1");
+    auto objects = [&](const std::string& target) {
+        return R"(apiVersion: apps.openshift.io/v1
+kind: DeploymentConfig
+metadata: {name: direct}
+spec:
+  replicas: 1
+  template:
+    metadata: {labels: {app: direct}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: web:latest
+        ports: [{containerPort: 8080, name: http}]
+  triggers:
+  - type: ImageChange
+    imageChangeParams: {automatic: true, containerNames: [web], from: {kind: ImageStreamTag, name: "web:latest"}}
+---
+apiVersion: route.openshift.io/v1
+kind: Route
+metadata:
+  name: direct
+  annotations: {cascade.io/host-port: ")" +
+               std::to_string(route_port) + R"("}
+spec:
+  to: {kind: DeploymentConfig, name: direct}
+  port: {targetPort: )" +
+               target + "}\n";
+    };
+    auto serves = [&](const std::string& body) {
+        return test::eventually(
+            [&] {
+                auto g = test::http_get(route_port, "/");
+                return g && g->status == 200 && g->body == body;
+            },
+            60s);
+    };
+    // 8081 is not declared: a number is used as it is.
+    auto r = apply("direct.yaml", objects("8081"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    wait_rolled_out("direct", 1);
+    EXPECT_TRUE(serves("admin\n")) << daemon->cli({"describe", "route", "direct"}).out;
+    r = apply("direct.yaml", objects("http"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(serves("site\n"));
+
+    r = apply("direct.yaml", objects("admin"));
+    EXPECT_NE(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.err.find("spec.port.targetPort \"admin\""), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("http/8080"), std::string::npos) << r.err;
+    EXPECT_TRUE(serves("site\n"));
+}
