@@ -323,6 +323,55 @@ json deployment_json(ApiContext& ctx, const runtime::DeploymentStatus& d) {
     return obj;
 }
 
+// A deployment's replicas as Kubernetes Pods (read-only): named by their
+// container, labelled like the deployment's pod template (so `-l` selects
+// them as a Service would) plus `deploymentconfig` and `deployment`
+// (NAME-REVISION), as OpenShift labels a DeploymentConfig's pods.
+std::vector<json> pods_of(const json& deployment) {
+    std::vector<json> out;
+    std::string name = deployment["metadata"].value("name", "");
+    json labels = deployment.value("/spec/template/metadata/labels"_json_pointer, json::object());
+    if (!labels.is_object()) labels = json::object();
+    std::string container =
+        deployment.value("/spec/template/spec/containers/0/name"_json_pointer, name);
+    for (const auto& r : deployment["status"]["pods"]) {
+        std::string state = r.value("state", "");
+        int revision = r.value("revision", 0);
+        json pod_labels = labels;
+        pod_labels["deploymentconfig"] = name;
+        pod_labels["deployment"] = name + "-" + std::to_string(revision);
+        // Kubernetes' phases; `state` keeps cascade's finer one.
+        std::string phase = state == "starting"    ? "Pending"
+                            : state == "completed" ? "Succeeded"
+                            : state == "exited"    ? "Failed"
+                                                   : "Running";
+        out.push_back(
+            {{"apiVersion", "v1"},
+             {"kind", "Pod"},
+             {"metadata",
+              {{"name", r.value("name", "")},
+               {"labels", pod_labels},
+               {"annotations",
+                {{"openshift.io/deployment-config.name", name},
+                 {"openshift.io/deployment-config.latest-version", std::to_string(revision)},
+                 {"cascade.io/replica-index", std::to_string(r.value("index", 0))}}}}},
+             {"spec", {{"containers", json::array({{{"name", container}}})}}},
+             {"status",
+              {{"phase", phase},
+               {"state", state},
+               {"message", r.value("message", "")},
+               {"pid", r.value("pid", 0)},
+               {"containerStatuses",
+                json::array({{{"name", container},
+                              {"ready", state == "ready"},
+                              {"restartCount", r.value("restarts", 0)},
+                              {"lastExitCode", r.value("lastExit", 0)},
+                              {"imageID", r.value("image", "")},
+                              {"containerID", "runc://" + r.value("name", "")}}})}}}});
+    }
+    return out;
+}
+
 // The Host header a route answers to on the router's shared HTTP port.
 std::string route_hostname(ApiContext& ctx, const runtime::RouteSpec& r) {
     if (!r.hostname.empty()) return r.hostname;
@@ -380,12 +429,15 @@ std::string canonical_kind(std::string kind) {
         {"svc", "services"},
         {"templates", "templates"},
         {"template", "templates"},
+        {"pods", "pods"},
+        {"pod", "pods"},
+        {"po", "pods"},
     };
     auto it = aliases.find(kind);
     if (it == aliases.end())
         throw Error("unknown kind \"" + kind +
                     "\"; known: imagestreams (is), buildconfigs (bc), builds, deployments "
-                    "(deploymentconfigs, dc), routes, services (svc), templates");
+                    "(deploymentconfigs, dc), routes, services (svc), templates, pods (po)");
     return it->second;
 }
 
@@ -449,6 +501,10 @@ std::vector<json> list_kind(ApiContext& ctx, const std::string& kind) {
     } else if (kind == "deployments") {
         for (const auto& d : ctx.deployments.list())
             items.push_back(deployment_json(ctx, d));
+    } else if (kind == "pods") {
+        for (const auto& d : ctx.deployments.list())
+            for (auto& pod : pods_of(deployment_json(ctx, d)))
+                items.push_back(std::move(pod));
     } else if (kind == "routes") {
         for (const auto& r : ctx.deployments.routes())
             items.push_back(route_json(ctx, r));
@@ -1658,6 +1714,12 @@ json delete_object(ApiContext& ctx, const std::string& resource, const json& ite
         erase_stored(ctx.db, "Service", name);
     } else if (resource == "templates") {
         erase_stored(ctx.db, "Template", name);
+    } else if (resource == "pods") {
+        std::string owner = item.value("/metadata/labels/deploymentconfig"_json_pointer, name);
+        throw HttpError(405, "pod \"" + name + "\" belongs to deployment " + owner +
+                                 ", which keeps its replicas: `cascade scale " + owner +
+                                 " --replicas N` or `cascade rollout restart " + owner +
+                                 "` replace them, `cascade delete dc " + owner + "` removes them");
     } else {
         throw HttpError(405, "cannot delete " + resource);
     }

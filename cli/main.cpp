@@ -273,6 +273,30 @@ void print_objects(const std::string& kind, const std::vector<json>& items, bool
                  selector.empty() ? "<none>" : selector,
                  age(svc.value("/metadata/creationTimestamp"_json_pointer, std::string()))});
         }
+    } else if (kind == "pods") {
+        std::vector<std::string> head{"NAME", "READY", "STATUS", "RESTARTS", "DEPLOYMENT"};
+        if (wide) head.insert(head.end(), {"PID", "IMAGE"});
+        rows.push_back(head);
+        for (const auto& p : items) {
+            const auto& st = p["status"];
+            const json& cs = st.value("containerStatuses", json::array());
+            json c = cs.empty() ? json::object() : cs[0];
+            // As kubectl: the container's state when it says more than the phase.
+            std::string state = st.value("state", "");
+            std::string status = state == "CrashLoopBackOff" || state == "completed"
+                                     ? (state == "completed" ? "Completed" : state)
+                                     : st.value("phase", "");
+            std::vector<std::string> row{
+                p["metadata"]["name"], std::string(c.value("ready", false) ? "1/1" : "0/1"), status,
+                std::to_string(c.value("restartCount", 0)),
+                p.value("/metadata/labels/deployment"_json_pointer, std::string())};
+            if (wide) {
+                std::string image = c.value("imageID", "");
+                row.push_back(std::to_string(st.value("pid", 0)));
+                row.push_back(image);
+            }
+            rows.push_back(row);
+        }
     } else if (kind == "templates") {
         rows.push_back({"NAME", "DESCRIPTION", "PARAMETERS", "OBJECTS"});
         for (const auto& t : items) {
@@ -289,7 +313,10 @@ void print_objects(const std::string& kind, const std::vector<json>& items, bool
                  std::to_string(t.value("objects", json::array()).size())});
         }
     }
-    print_table(rows, kind == "builds" ? 1 : kind == "deployments" ? (wide ? 7 : 6) : -1);
+    print_table(rows, kind == "builds"        ? 1
+                      : kind == "pods"        ? 2
+                      : kind == "deployments" ? (wide ? 7 : 6)
+                                              : -1);
 }
 
 // The table an object's kind is printed in (the daemon resolves aliases).
@@ -302,7 +329,8 @@ std::string resource_of(const json& obj) {
         {"Deployment", "deployments"},
         {"Route", "routes"},
         {"Service", "services"},
-        {"Template", "templates"}};
+        {"Template", "templates"},
+        {"Pod", "pods"}};
     auto it = resources.find(obj.value("kind", ""));
     return it == resources.end() ? obj.value("kind", "") : it->second;
 }
@@ -360,8 +388,8 @@ std::string selector_query(const std::string& text) {
 
 // `get all`: the kinds oc's `all` covers that cascade has,
 // in oc's order (templates are not part of it).
-const std::vector<std::string> kAllResources = {"services", "deployments",  "buildconfigs",
-                                                "builds",   "imagestreams", "routes"};
+const std::vector<std::string> kAllResources = {
+    "pods", "services", "deployments", "buildconfigs", "builds", "imagestreams", "routes"};
 
 // "KIND/NAME" → {KIND, NAME}; otherwise {text, ""}.
 std::pair<std::string, std::string> split_kind_name(const std::string& text) {
@@ -411,7 +439,8 @@ int cmd_get(const Global& g, const std::vector<std::string>& args, const std::st
             const std::string& selector_text) {
     if (args.empty())
         throw UsageError(
-            "cascade get: name a kind (imagestreams, buildconfigs, builds, deployments, routes, "
+            "cascade get: name a kind (imagestreams, buildconfigs, builds, deployments, pods, "
+            "routes, "
             "services, templates, all)");
     std::string query;
     if (!selector_text.empty()) query = selector_query(selector_text);
@@ -1781,6 +1810,7 @@ void add_help_footers(CLI::App& app) {
          "  cascade get is\n"
          "  cascade get bc app-a -o yaml\n"
          "  cascade get all -l app=app-a\n"
+         "  cascade get pods -l deploymentconfig=app-a -o wide\n"
          "  cascade get builds -l 'buildconfig in (app-a,app-b)' -o name\n"
          "  cascade get dc/app-a -o json"},
         {"describe",
@@ -1926,7 +1956,7 @@ _cascade() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local commands=")SH"
       << commands << R"SH("
-    local kinds="all imagestreams is buildconfigs bc builds build deploymentconfigs dc deployments routes route services svc templates template"
+    local kinds="all imagestreams is buildconfigs bc builds build deploymentconfigs dc deployments pods pod po routes route services svc templates template"
     local global_opts=")SH"
       << global_opts << R"SH("
     local cmd="" sub="" word i opts=""
@@ -2146,7 +2176,8 @@ int main(int argc, char** argv) {
     auto* get_cmd = app.add_subcommand(
         "get",
         "list objects: imagestreams (is), buildconfigs (bc), builds, deployments "
-        "(deploymentconfigs, dc), routes, services (svc), templates, or all");
+        "(deploymentconfigs, dc), pods (po: a deployment's replicas), routes, services (svc), "
+        "templates, or all");
     get_cmd->add_option("args", get_args, "KIND [NAME...] or KIND/NAME...")->required();
     get_cmd->add_option("-o,--output", output, "json, yaml, wide or name")
         ->check(CLI::IsMember({"json", "yaml", "wide", "name"}));

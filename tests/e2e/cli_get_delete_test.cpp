@@ -164,14 +164,42 @@ TEST_F(CliGetDelete, GetSelectsAndFormats) {
     EXPECT_EQ(none.exit_code, 0);
     EXPECT_NE(none.err.find("No routes found"), std::string::npos) << none.err;
 
+    // Pods: the deployment's replicas, labelled like its pod template plus
+    // deploymentconfig and deployment (NAME-REVISION), as OpenShift's.
+    S pods = sel("pods", "app=web");
+    ASSERT_EQ(pods.size(), 2u);
+    for (const auto& pod : pods)
+        EXPECT_EQ(pod.rfind("pod/web-1-", 0), 0u) << pod;
+    EXPECT_EQ(sel("po", "deploymentconfig=web,deployment=web-1"), pods);
+    EXPECT_EQ(sel("pods", "deployment=web-2"), S{});
+    auto pod_table = cli({"get", "pods", "-o", "wide"});
+    ASSERT_EQ(pod_table.exit_code, 0) << pod_table.err;
+    for (const char* s : {"READY", "STATUS", "RESTARTS", "PID", "1/1", "Running", "web-1 "})
+        EXPECT_NE(pod_table.out.find(s), std::string::npos) << s << "\n" << pod_table.out;
+    auto pod = cli({"get", *pods.begin(), "-o", "json"});
+    ASSERT_EQ(pod.exit_code, 0) << pod.err;
+    auto pod_json = json::parse(pod.out);
+    EXPECT_EQ(pod_json["kind"], "Pod");
+    EXPECT_EQ(pod_json["metadata"]["labels"]["app"], "web");
+    EXPECT_EQ(pod_json["status"]["phase"], "Running");
+    EXPECT_EQ(pod_json["status"]["containerStatuses"][0]["ready"], true);
+    EXPECT_GT(pod_json["status"]["pid"].get<int>(), 0);
+    EXPECT_NE(runc_list().find(pod_json["metadata"]["name"].get<std::string>()), std::string::npos)
+        << "a pod is named by its container";
+    // A replica is the deployment's: deleting it says what to do instead.
+    auto del = cli({"delete", *pods.begin()});
+    EXPECT_EQ(del.exit_code, 1);
+    EXPECT_NE(del.err.find("cascade scale web --replicas N"), std::string::npos) << del.err;
+    EXPECT_EQ(sel("pods", "app=web"), pods);
+
     // `get all`: every kind, tables with kind-prefixed names.
     auto all = cli({"get", "all", "-l", "app=web", "-o", "name"});
     ASSERT_EQ(all.exit_code, 0) << all.err;
-    EXPECT_EQ(lines_of(all.out),
-              (S{"service/web", "deploymentconfig.apps.openshift.io/web",
-                 "buildconfig.build.openshift.io/web", "imagestream.image.openshift.io/web",
-                 "route.route.openshift.io/web"}))
-        << all.out;
+    S expected{"service/web", "deploymentconfig.apps.openshift.io/web",
+               "buildconfig.build.openshift.io/web", "imagestream.image.openshift.io/web",
+               "route.route.openshift.io/web"};
+    expected.insert(pods.begin(), pods.end());
+    EXPECT_EQ(lines_of(all.out), expected) << all.out;
     auto table = cli({"get", "all"});
     ASSERT_EQ(table.exit_code, 0) << table.err;
     for (const char* s : {"deploymentconfig.apps.openshift.io/web",
