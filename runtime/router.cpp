@@ -1159,7 +1159,8 @@ void Router::Impl::loop_main() {
         for (int i = 0; i < n && !stopping; i++)
             if (static_cast<Kind>(events[i].data.u64 & 7) == kWake) handle_wake();
     }
-    listeners.clear();
+    // The listeners' fds close with the Impl, after the forwarders that
+    // accept from them have ended.
 }
 
 void Router::Impl::handle_wake() {
