@@ -124,6 +124,29 @@ json image_stream_json(ApiContext& ctx, const std::string& repo) {
         }
         tags.push_back({{"tag", tag}, {"items", items}});
     }
+    // A tag whose last import failed says why (OpenShift's ImportSuccess
+    // condition), also before it has any image.
+    if (ctx.importer && obj.contains("spec")) {
+        std::vector<registry::ImportSpec> imports;
+        try {
+            imports = image_stream_imports_from_object(obj);
+        } catch (const std::exception&) {
+        }
+        for (const auto& spec : imports) {
+            std::string error = ctx.importer->last_error(repo, spec.tag);
+            if (error.empty()) continue;
+            auto it = std::find_if(tags.begin(), tags.end(),
+                                   [&](const json& t) { return t["tag"] == spec.tag; });
+            if (it == tags.end()) {
+                tags.push_back({{"tag", spec.tag}, {"items", json::array()}});
+                it = tags.end() - 1;
+            }
+            (*it)["conditions"] = json::array({{{"type", "ImportSuccess"},
+                                                {"status", "False"},
+                                                {"reason", "ImportFailed"},
+                                                {"message", error}}});
+        }
+    }
     obj["status"] = {{"dockerImageRepository", ctx.listen + "/" + repo}, {"tags", tags}};
     return obj;
 }
@@ -146,6 +169,22 @@ json build_config_json(ApiContext& ctx, const engine::BuildConfigSpec& spec) {
                              {"url", "http://" + ctx.listen + "/api/v1/buildconfigs/" + spec.name +
                                          "/webhooks/<secret>/" + path}});
     if (!hooks.empty()) obj["status"]["webhooks"] = hooks;
+    // Not built yet because its base, a stream of ours, has no image: say so,
+    // and why when the stream's import failed.
+    std::string base = obj["status"]["from"];
+    auto colon = base.rfind(':');
+    std::string repo = colon == std::string::npos ? "" : base.substr(0, colon);
+    std::string tag = colon == std::string::npos ? "" : base.substr(colon + 1);
+    bool ours = !repo.empty() && base.find('/') == std::string::npos &&
+                (stored_object(ctx.db, "ImageStream", repo) || !ctx.store.tags(repo).empty());
+    if (builds.empty() && ours && !ctx.store.tag_digest(repo, tag)) {
+        std::string error = ctx.importer ? ctx.importer->last_error(repo, tag) : "";
+        obj["status"]["waiting"] = {
+            {"for", base},
+            {"message", error.empty() ? "image stream tag " + base +
+                                            " has no image yet; the build starts when it has one"
+                                      : "the import of " + base + " failed: " + error}};
+    }
     return obj;
 }
 

@@ -188,6 +188,10 @@ void print_objects(const std::string& kind, const std::vector<json>& items, bool
             const auto& tags = is["status"]["tags"];
             if (tags.empty()) rows.push_back({name, "", "", "", "", ""});
             for (const auto& t : tags) {
+                if (t["items"].empty()) {  // an import that failed before the first image
+                    rows.push_back({name, t["tag"], "", "", "", "import failed"});
+                    continue;
+                }
                 const auto& newest = t["items"][0];
                 std::string digest = newest["image"];
                 rows.push_back({name, t["tag"], std::to_string(newest["generation"].get<int64_t>()),
@@ -1416,6 +1420,9 @@ void describe_build_config(const Global& g, const std::string& name) {
     line("Created:", bc["metadata"].value("creationTimestamp", ""));
     std::cout << labels_text(bc, "labels", w) << labels_text(bc, "annotations", w);
     line("Latest Version:", std::to_string(st.value("lastVersion", 0)));
+    if (st.contains("waiting"))
+        line("Waiting for:",
+             st["waiting"].value("for", "") + " (" + st["waiting"].value("message", "") + ")");
     std::cout << "\n";
     line("Strategy:", strategy.value("type", std::string("Docker")));
     const json git = source.value("git", json::object());
@@ -1608,6 +1615,11 @@ int cmd_describe(const Global& g, std::string kind, std::string name) {
               << "Tags:        " << status["tags"].size() << "\n";
     for (const auto& t : status["tags"]) {
         std::cout << "\n" << t["tag"].get<std::string>() << "\n";
+        for (const auto& c : t.value("conditions", json::array()))
+            if (c.value("status", "") == "False")
+                std::cout << "  ! " << c.value("reason", "") << ": " << c.value("message", "")
+                          << "\n";
+        if (t["items"].empty()) continue;
         std::vector<std::vector<std::string>> rows{
             {"  ", "GENERATION", "IMAGE", "CREATED", "AGE", "CAUSE"}};
         bool first = true;

@@ -99,6 +99,28 @@ std::mutex& Importer::tag_mutex(const std::string& key) {
 }
 
 ImportResult Importer::import(const ImportSpec& spec) {
+    std::string key = spec.repository + ":" + spec.tag;
+    try {
+        ImportResult result = import_now(spec);
+        std::lock_guard lock(errors_mu_);
+        errors_.erase(key);
+        return result;
+    } catch (const std::exception& e) {
+        if (!stopping_) {
+            std::lock_guard lock(errors_mu_);
+            errors_[key] = e.what();
+        }
+        throw;
+    }
+}
+
+std::string Importer::last_error(const std::string& repository, const std::string& tag) const {
+    std::lock_guard lock(errors_mu_);
+    auto it = errors_.find(repository + ":" + tag);
+    return it == errors_.end() ? std::string() : it->second;
+}
+
+ImportResult Importer::import_now(const ImportSpec& spec) {
     std::string target = spec.repository + ":" + spec.tag;
     if (!oci::is_valid_repository_name(spec.repository))
         throw Error("cannot import into \"" + spec.repository +

@@ -87,6 +87,11 @@ class Importer {
     // the same tag run one at a time.
     ImportResult import(const ImportSpec& spec);
 
+    // Why the last import of REPOSITORY:TAG failed (by import() or the
+    // schedule); empty once one succeeds, or when none failed since the
+    // daemon started.
+    std::string last_error(const std::string& repository, const std::string& tag) const;
+
     // The tags the schedule re-checks (asked again on every round).
     using ScheduledSpecs = std::function<std::vector<ImportSpec>()>;
     void start_schedule(ScheduledSpecs specs, std::chrono::seconds interval);
@@ -100,6 +105,7 @@ class Importer {
         std::function<void(const std::string& kind, const std::string& message)> sink);
 
   private:
+    ImportResult import_now(const ImportSpec& spec);
     // One attempt from one registry (a mirror or the reference's own).
     void import_from(const ImportSpec& spec, const oci::Reference& ref, const ImportMirror& source,
                      ImportResult& result);
@@ -119,6 +125,8 @@ class Importer {
     std::chrono::seconds interval_{900};
     std::thread thread_;
     std::function<void(const std::string&, const std::string&)> sink_;
+    mutable std::mutex errors_mu_;
+    std::map<std::string, std::string> errors_;  // "repo:tag" -> the last failure
 };
 
 }  // namespace cascade::registry

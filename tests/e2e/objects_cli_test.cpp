@@ -500,3 +500,68 @@ spec:
     EXPECT_NE(r.err.find("http/8080"), std::string::npos) << r.err;
     EXPECT_TRUE(serves("site\n"));
 }
+
+// A BuildConfig whose base is a stream of ours with no image yet waits for
+// it, and says so; when the stream's import failed, the stream tag and the
+// BuildConfig both say why (OpenShift's ImportSuccess condition).
+TEST_F(ObjectsCli, AWaitingBuildConfigSaysWhyWhenItsBaseImportFailed) {
+    uint16_t closed = test::free_port();  // nothing listens there
+    auto r = apply("waiting.yaml", R"(apiVersion: image.openshift.io/v1
+kind: ImageStream
+metadata: {name: os-base}
+spec:
+  tags:
+  - name: latest
+    from: {kind: DockerImage, name: "127.0.0.1:)" +
+                                       std::to_string(closed) + R"(/upstream/os-base:1"}
+    importPolicy: {insecure: true}
+---
+apiVersion: build.openshift.io/v1
+kind: BuildConfig
+metadata: {name: on-top}
+spec:
+  source: {contextDir: )" + context.string() +
+                                       R"(}
+  strategy:
+    type: Docker
+    dockerStrategy: {from: {kind: ImageStreamTag, name: "os-base:latest"}}
+  output: {to: {kind: ImageStreamTag, name: "on-top:latest"}}
+  triggers:
+  - type: ConfigChange
+  - type: ImageChange
+    imageChange: {}
+)");
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    json bc;
+    EXPECT_TRUE(test::eventually(
+        [&] {
+            bc = get({"bc", "on-top"});
+            return bc["status"].contains("waiting") &&
+                   bc["status"]["waiting"].value("message", "").find("failed") != std::string::npos;
+        },
+        60s))
+        << bc.dump(2);
+    EXPECT_EQ(bc["status"]["waiting"]["for"], "os-base:latest");
+    EXPECT_NE(bc["status"]["waiting"]["message"].get<std::string>().find(std::to_string(closed)),
+              std::string::npos)
+        << bc["status"]["waiting"];
+    EXPECT_EQ(bc["status"]["lastVersion"], 0);  // nothing built from Docker Hub's "os-base"
+
+    auto is = get({"is", "os-base"});
+    ASSERT_EQ(is["status"]["tags"].size(), 1u) << is.dump(2);
+    const auto& tag = is["status"]["tags"][0];
+    EXPECT_EQ(tag["tag"], "latest");
+    EXPECT_TRUE(tag["items"].empty());
+    EXPECT_EQ(tag["conditions"][0]["type"], "ImportSuccess");
+    EXPECT_EQ(tag["conditions"][0]["status"], "False");
+
+    auto table = daemon->cli({"get", "is", "os-base"});
+    EXPECT_NE(table.out.find("import failed"), std::string::npos) << table.out;
+    auto d = daemon->cli({"describe", "is", "os-base"});
+    EXPECT_NE(d.out.find("! ImportFailed: "), std::string::npos) << d.out;
+    d = daemon->cli({"describe", "bc", "on-top"});
+    EXPECT_NE(
+        d.out.find("Waiting for:          os-base:latest (the import of os-base:latest failed"),
+        std::string::npos)
+        << d.out;
+}

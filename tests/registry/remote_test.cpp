@@ -429,14 +429,20 @@ TEST_F(RemoteImport, PlainHttpNeedsInsecure) {
     push("v1", remote.address() + "/a/b:c");
     auto s = spec(remote.address() + "/a/b:c");
     s.insecure = false;
+    auto imp = importer();
     try {
-        importer().import(s);
+        imp.import(s);
         FAIL() << "http:// must not be used unless the import is insecure";
     } catch (const Error& e) {
         std::string m = e.what();
         EXPECT_NE(m.find("https://" + remote.address()), std::string::npos) << m;
+        // Kept for the stream's status until an import of the tag succeeds.
+        EXPECT_EQ(imp.last_error("base", "latest"), m);
     }
     EXPECT_FALSE(local->store.tag_digest("base", "latest"));
+    s.insecure = true;
+    imp.import(s);
+    EXPECT_EQ(imp.last_error("base", "latest"), "");
 }
 
 TEST_F(RemoteImport, TlsIsVerifiedUnlessTheImportIsInsecure) {
