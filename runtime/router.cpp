@@ -1292,7 +1292,7 @@ void Router::Impl::Forwarder::route_request(uint64_t head_id, std::string host) 
         }
     }
     if (!route) {
-        // The known owner.hostnames are not listed: they are not the client's business.
+        // The known hostnames are not listed: they are not the client's business.
         respond(std::move(h.client),
                 http_error(404, "Not Found", "cascade router: no route for host '" + host + "'\n"),
                 kHead);
