@@ -350,17 +350,19 @@ spec:
 
 }  // namespace
 
+// Two busybox httpds: "site" on 8080, "admin" on 8081.
+constexpr const char* kTwoPortDockerfile =
+    "FROM scratch\nCOPY busybox /bin/busybox\n"
+    "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /www /admin && echo "
+    "site > /www/index.html && echo admin > /admin/index.html\"]\n"
+    "CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p "
+    "8080 -h /www & /bin/busybox httpd -f -p 8081 -h /admin & wait\"]\n";
+
 // A Route's spec.port.targetPort, through the Service's ports, picks the
 // container port it forwards to; changing it moves the route's backends (and
 // the choice outlives a daemon restart).
 TEST_F(ObjectsCli, RouteTargetPortPicksTheContainerPort) {
-    fs::write_file_atomic(
-        context / "Dockerfile",
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /www /admin && echo "
-        "site > /www/index.html && echo admin > /admin/index.html\"]\n"
-        "CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p "
-        "8080 -h /www & /bin/busybox httpd -f -p 8081 -h /admin & wait\"]\n");
+    fs::write_file_atomic(context / "Dockerfile", kTwoPortDockerfile);
     build("1");
     auto objects = [&](const std::string& target) {
         return R"(apiVersion: apps.openshift.io/v1
@@ -440,13 +442,7 @@ spec:
 // it forwards to; a name the deployment does not declare is refused, naming
 // the ports it has, and changes nothing.
 TEST_F(ObjectsCli, RouteToADeploymentPicksItsTargetPort) {
-    fs::write_file_atomic(
-        context / "Dockerfile",
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /www /admin && echo "
-        "site > /www/index.html && echo admin > /admin/index.html\"]\n"
-        "CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p "
-        "8080 -h /www & /bin/busybox httpd -f -p 8081 -h /admin & wait\"]\n");
+    fs::write_file_atomic(context / "Dockerfile", kTwoPortDockerfile);
     build("1");
     auto objects = [&](const std::string& target) {
         return R"(apiVersion: apps.openshift.io/v1

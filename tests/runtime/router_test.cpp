@@ -553,21 +553,18 @@ TEST(Router, LargeTransferArrivesIntact) {
     EXPECT_EQ(received_hash, sent_hash);
 }
 
-TEST(Router, ManyConcurrentClientsWithoutFailure) {
-    TestServer a(echo()), b(echo());
-    RoutedPort routed;
-    routed.router.add_backend("web", tcp_backend("a", a.port()));
-    routed.router.add_backend("web", tcp_backend("b", b.port()));
-
-    constexpr int kClients = 200;
-    std::latch start(kClients);
+// `count` clients connect to `port` at once, each sends its own message
+// (4000+ bytes), half-closes and reads to EOF through an echo backend.
+// Returns how many did not get their message back.
+int echo_burst(uint16_t port, int count) {
+    std::latch start(count);
     std::atomic<int> failures{0};
     std::vector<std::thread> clients;
-    for (int i = 0; i < kClients; i++) {
+    for (int i = 0; i < count; i++) {
         clients.emplace_back([&, i] {
             std::string message = "client " + std::to_string(i) + " " + std::string(4000 + i, 'm');
             start.arrive_and_wait();
-            fs::Fd fd = connect_to(routed.port);
+            fs::Fd fd = connect_to(port);
             if (!fd || !send_all(fd.get(), message)) {
                 failures++;
                 return;
@@ -578,7 +575,17 @@ TEST(Router, ManyConcurrentClientsWithoutFailure) {
     }
     for (auto& t : clients)
         t.join();
-    EXPECT_EQ(failures, 0);
+    return failures.load();
+}
+
+TEST(Router, ManyConcurrentClientsWithoutFailure) {
+    TestServer a(echo()), b(echo());
+    RoutedPort routed;
+    routed.router.add_backend("web", tcp_backend("a", a.port()));
+    routed.router.add_backend("web", tcp_backend("b", b.port()));
+
+    constexpr int kClients = 200;
+    EXPECT_EQ(echo_burst(routed.port, kClients), 0);
     EXPECT_EQ(a.accepted() + b.accepted(), static_cast<size_t>(kClients));
     EXPECT_EQ(a.accepted(), b.accepted());  // each connection takes the next backend
     RouteStats stats = routed.router.stats("web");
@@ -1738,28 +1745,7 @@ TEST(RouterThreads, SeveralForwardersShareTheRoutePorts) {
 
     // Clients arriving together: each gets its own bytes back, whichever
     // forwarder accepted it.
-    auto burst = [&](uint16_t port, int count) {
-        std::latch start(count);
-        std::atomic<int> failures{0};
-        std::vector<std::thread> clients;
-        for (int i = 0; i < count; i++) {
-            clients.emplace_back([&, i] {
-                std::string message = "client " + std::to_string(i) + std::string(3000 + i, 'x');
-                start.arrive_and_wait();
-                fs::Fd fd = connect_to(port);
-                if (!fd || !send_all(fd.get(), message)) {
-                    failures++;
-                    return;
-                }
-                shutdown(fd.get(), SHUT_WR);
-                if (read_to_eof(fd.get()) != message) failures++;
-            });
-        }
-        for (auto& t : clients)
-            t.join();
-        return failures.load();
-    };
-    EXPECT_EQ(burst(routed.port, 150), 0);
+    EXPECT_EQ(echo_burst(routed.port, 150), 0);
     EXPECT_EQ(routed.router.stats("web").connections, 150u);
 
     // Moving the route: every forwarder lets go of the old port.
@@ -1775,7 +1761,7 @@ TEST(RouterThreads, SeveralForwardersShareTheRoutePorts) {
     }
     ASSERT_NE(new_port, 0);
     EXPECT_FALSE(connect_to(old_port)) << "the old listener is still open";
-    EXPECT_EQ(burst(new_port, 60), 0);
+    EXPECT_EQ(echo_burst(new_port, 60), 0);
     routed.router.remove_route("web");
     EXPECT_FALSE(connect_to(new_port)) << "the listener of a removed route is still open";
 }
