@@ -284,6 +284,28 @@ uint64_t fnv1a(uint64_t hash, const char* data, size_t size) {
 }
 constexpr uint64_t kFnvOffset = 14695981039346656037ULL;
 
+// Reads `fd` to EOF: how many bytes, and their FNV-1a hash. With
+// `pause_every`, sleeps 50 ms each time that many more bytes have arrived
+// (a slow reader).
+struct Received {
+    size_t bytes = 0;
+    uint64_t hash = kFnvOffset;
+};
+Received read_hashed(int fd, size_t pause_every = 0) {
+    Received got;
+    char buf[65536];
+    while (true) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got.hash = fnv1a(got.hash, buf, static_cast<size_t>(n));
+        got.bytes += static_cast<size_t>(n);
+        if (pause_every && got.bytes % pause_every < static_cast<size_t>(n))
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return got;
+}
+
 TEST(Router, ForwardsToEchoServer) {
     TestServer server(echo());
     RoutedPort routed;
@@ -538,19 +560,10 @@ TEST(Router, LargeTransferArrivesIntact) {
         }
         shutdown(client.get(), SHUT_WR);
     });
-    uint64_t received_hash = kFnvOffset;
-    size_t received = 0;
-    char buf[65536];
-    while (true) {
-        ssize_t n = recv(client.get(), buf, sizeof buf, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        received_hash = fnv1a(received_hash, buf, static_cast<size_t>(n));
-        received += static_cast<size_t>(n);
-    }
+    Received got = read_hashed(client.get());
     writer.join();
-    EXPECT_EQ(received, kTotal);
-    EXPECT_EQ(received_hash, sent_hash);
+    EXPECT_EQ(got.bytes, kTotal);
+    EXPECT_EQ(got.hash, sent_hash);
 }
 
 // `count` clients connect to `port` at once, each sends its own message
@@ -1830,22 +1843,11 @@ TEST(RouterThreads, SlowReaderGetsEveryByteInOrder) {
     routed.router.add_backend("web", attempt_backend("bulk", server.port()));
     fs::Fd client = connect_to(routed.port);
     ASSERT_TRUE(client);
-    std::this_thread::sleep_for(500ms);  // everything in between fills up
-    uint64_t received_hash = kFnvOffset;
-    size_t received = 0;
-    char buf[65536];
-    while (true) {
-        ssize_t n = recv(client.get(), buf, sizeof buf, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        received_hash = fnv1a(received_hash, buf, static_cast<size_t>(n));
-        received += static_cast<size_t>(n);
-        if (received % (4u << 20) < static_cast<size_t>(n))
-            std::this_thread::sleep_for(50ms);  // and again, now and then
-    }
-    EXPECT_EQ(received, kTotal);
+    std::this_thread::sleep_for(500ms);                  // everything in between fills up
+    Received got = read_hashed(client.get(), 4u << 20);  // and pauses again, now and then
+    EXPECT_EQ(got.bytes, kTotal);
     std::lock_guard lock(hash_mu);
-    EXPECT_EQ(received_hash, sent_hash);
+    EXPECT_EQ(got.hash, sent_hash);
 }
 
 // A backend that speaks first (a greeting, as SMTP or MySQL servers send) is
